@@ -1,0 +1,113 @@
+// Non-owning strided views (pointer, extents, strides, memory space) of tensors that the trainer owns.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <string>
+#include <type_traits>
+
+#include "adalora/core/host_device.hpp"
+#include "adalora/core/memory_space.hpp"
+
+namespace adalora {
+
+/// A non-owning view of a rank-`Rank` tensor of `T` in memory space `Space`.
+/// Strides are in elements (not bytes), as in PyTorch; a default-constructed view is empty (null data).
+template <class T, std::size_t Rank, MemorySpace Space = host_space>
+struct strided_view {
+  using element_type = T;
+  using value_type = std::remove_cv_t<T>;
+  using memory_space = Space;
+  static constexpr std::size_t rank = Rank;
+
+  T* data = nullptr;
+  std::array<std::size_t, Rank> extents{};
+  std::array<std::ptrdiff_t, Rank> strides{};
+
+  /// Number of elements.
+  ADALORA_HOST_DEVICE constexpr std::size_t size() const noexcept {
+    std::size_t n = 1;
+    for (std::size_t d = 0; d < Rank; ++d) n *= extents[d];
+    return n;
+  }
+  ADALORA_HOST_DEVICE constexpr std::size_t extent(std::size_t d) const noexcept { return extents[d]; }
+  ADALORA_HOST_DEVICE constexpr bool empty() const noexcept { return size() == 0; }
+
+  /// True when the elements are densely packed in row-major order.
+  ADALORA_HOST_DEVICE constexpr bool is_contiguous() const noexcept {
+    std::ptrdiff_t expected = 1;
+    for (std::size_t d = Rank; d-- > 0;) {
+      if (extents[d] != 1 && strides[d] != expected) return false;
+      expected *= static_cast<std::ptrdiff_t>(extents[d]);
+    }
+    return true;
+  }
+
+  /// Offset (in elements) of the `flat`-th element in row-major order.
+  ADALORA_HOST_DEVICE constexpr std::ptrdiff_t offset_of_flat(std::size_t flat) const noexcept {
+    std::ptrdiff_t off = 0;
+    for (std::size_t d = Rank; d-- > 0;) {
+      const std::size_t e = extents[d];
+      off += static_cast<std::ptrdiff_t>(flat % e) * strides[d];
+      flat /= e;
+    }
+    return off;
+  }
+  /// The `flat`-th element in row-major order.
+  ADALORA_HOST_DEVICE constexpr T& flat(std::size_t i) const noexcept { return data[offset_of_flat(i)]; }
+
+  ADALORA_HOST_DEVICE constexpr T& operator()(std::size_t i) const noexcept
+    requires(Rank == 1)
+  {
+    return data[static_cast<std::ptrdiff_t>(i) * strides[0]];
+  }
+  ADALORA_HOST_DEVICE constexpr T& operator()(std::size_t i, std::size_t j) const noexcept
+    requires(Rank == 2)
+  {
+    return data[static_cast<std::ptrdiff_t>(i) * strides[0] + static_cast<std::ptrdiff_t>(j) * strides[1]];
+  }
+
+  /// The same view, read-only.
+  constexpr operator strided_view<const T, Rank, Space>() const noexcept
+    requires(!std::is_const_v<T>)
+  {
+    return {data, extents, strides};
+  }
+};
+
+template <class T, MemorySpace Space = host_space>
+using vector_view = strided_view<T, 1, Space>;
+template <class T, MemorySpace Space = host_space>
+using matrix_view = strided_view<T, 2, Space>;
+
+/// A contiguous vector view of `n` elements.
+template <MemorySpace Space = host_space, class T>
+constexpr vector_view<T, Space> make_vector_view(T* data, std::size_t n) noexcept {
+  return {data, {n}, {1}};
+}
+
+/// A row-major contiguous matrix view (rows × cols), PyTorch's default layout.
+template <MemorySpace Space = host_space, class T>
+constexpr matrix_view<T, Space> make_matrix_view(T* data, std::size_t rows, std::size_t cols) noexcept {
+  return {data, {rows, cols}, {static_cast<std::ptrdiff_t>(cols), 1}};
+}
+
+/// A matrix view with explicit strides (in elements), e.g. a transposed or column-major tensor.
+template <MemorySpace Space = host_space, class T>
+constexpr matrix_view<T, Space> make_matrix_view(T* data, std::size_t rows, std::size_t cols,
+                                                 std::ptrdiff_t row_stride, std::ptrdiff_t col_stride) noexcept {
+  return {data, {rows, cols}, {row_stride, col_stride}};
+}
+
+/// "(3, 4)"-style text of a view's extents, for error messages.
+template <class View>
+std::string extents_string(const View& v) {
+  std::string s = "(";
+  for (std::size_t d = 0; d < View::rank; ++d) {
+    if (d) s += ", ";
+    s += std::to_string(v.extents[d]);
+  }
+  return s + ")";
+}
+
+}  // namespace adalora
