@@ -1,0 +1,398 @@
+// The AdaLoRA rank allocator (SPEC §3–5): importance, global budget, threshold, in-place masks, rank pattern.
+#pragma once
+
+#include <algorithm>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "adalora/adapters/svd_adapter_views.hpp"
+#include "adalora/allocation/allocation_phase.hpp"
+#include "adalora/allocation/allocator_kernels.hpp"
+#include "adalora/backends/backend.hpp"
+#include "adalora/core/config.hpp"
+#include "adalora/core/error.hpp"
+#include "adalora/importance/importance_metric.hpp"
+#include "adalora/importance/sensitivity_uncertainty.hpp"
+#include "adalora/schedules/budget_schedule.hpp"
+#include "adalora/schedules/cubic.hpp"
+
+namespace adalora {
+
+namespace detail {
+template <class M>
+M make_metric(const adalora_config& c) {
+  if constexpr (std::constructible_from<M, const adalora_config&>)
+    return M(c);
+  else
+    return M{};
+}
+}  // namespace detail
+
+/// Allocates a global rank budget over registered SVD adapters, exactly as PEFT's RankAllocator does.
+///
+/// The trainer owns every tensor: it registers views of each adapter's P, Λ, Q and their gradients, then calls
+/// `step(t)` once per optimizer step, after the optimizer update and before the gradients are zeroed (SPEC §6).
+/// Importance state (the metric's per-element EMAs) lives in one arena in the backend's memory, allocated at the
+/// first step and released when the final pattern is frozen.
+///
+/// Errors: every precondition of a step (steps increasing, gradients present, parameters and gradients finite,
+/// importance available for the forced mask) is checked before anything changes; a failed step leaves the
+/// allocator and the adapters exactly as they were.
+template <Backend B, ImportanceMetric M = sensitivity_uncertainty, BudgetSchedule S = cubic_schedule,
+          class T = float>
+class rank_allocator {
+public:
+  using backend_type = B;
+  using metric_type = M;
+  using schedule_type = S;
+  using value_type = T;
+  using memory_space = typename B::memory_space;
+  using views_type = svd_adapter_views<T, memory_space>;
+
+  /// Validates the config (config_error) and builds the metric from it.
+  explicit rank_allocator(const adalora_config& config, B backend = B{})
+      : rank_allocator(config, detail::make_metric<M>(config), S{}, std::move(backend)) {}
+
+  rank_allocator(const adalora_config& config, M metric, S schedule = S{}, B backend = B{})
+      : config_(config), backend_(std::move(backend)), metric_(std::move(metric)), schedule_(std::move(schedule)) {
+    config_.validate();
+  }
+
+  // ---- registration ------------------------------------------------------------------------------------------
+
+  /// Registers an adapter under a unique name; returns its index. Only before the first step.
+  std::size_t add_adapter(std::string name, const views_type& views) {
+    if (last_step_)
+      throw usage_error("add_adapter('" + name + "'): the allocator has already run step " +
+                        std::to_string(*last_step_) + "; register every adapter before the first step");
+    if (name.empty()) throw usage_error("add_adapter: the adapter name is empty");
+    if (find(name)) throw usage_error("add_adapter: an adapter named '" + name + "' is already registered");
+    views.check_shapes(name);
+    adapter_entry e;
+    e.name = std::move(name);
+    e.views = views;
+    e.offset = total_elements_;
+    e.score_offset = static_cast<std::size_t>(initial_budget_);
+    total_elements_ += views.rank() * (views.in_features() + 1 + views.out_features());
+    initial_budget_ += static_cast<std::int64_t>(views.rank());
+    adapters_.push_back(std::move(e));
+    prepared_ = false;
+    return adapters_.size() - 1;
+  }
+
+  /// Points a registered adapter at new tensors of the same shapes (e.g. gradients that exist only after the
+  /// first backward pass, or tensors the trainer reallocated). Allowed at any time.
+  void rebind(std::string_view name, const views_type& views) {
+    adapter_entry& e = entry(name);
+    views.check_shapes(e.name);
+    if (views.lora_A.extents != e.views.lora_A.extents || views.lora_B.extents != e.views.lora_B.extents)
+      throw shape_error("rebind('" + e.name + "'): shapes changed from lora_A " + extents_string(e.views.lora_A) +
+                        ", lora_B " + extents_string(e.views.lora_B) + " to " + extents_string(views.lora_A) +
+                        ", " + extents_string(views.lora_B) + "; an adapter keeps its shape for the whole run");
+    e.views = views;
+  }
+
+  // ---- the step ----------------------------------------------------------------------------------------------
+
+  /// Which phase step t is in, given whether the final pattern has already been frozen.
+  allocation_phase phase_of(std::int64_t t) const noexcept {
+    if (t >= config_.final_step()) return frozen_ ? allocation_phase::final_pattern : allocation_phase::final_force;
+    return t <= config_.tinit ? allocation_phase::warmup : allocation_phase::budgeting;
+  }
+
+  /// Runs the allocator for optimizer step t (SPEC §4–6). Steps must strictly increase; they may skip. A run
+  /// that skips T − tfinal gets its forced mask at the first step past it (from the importance gathered so far).
+  step_report step(std::int64_t t) {
+    validate_step(t);
+    prepare();
+    step_report rep;
+    rep.step = t;
+    rep.phase = phase_of(t);
+    rep.budget = budget_at(t);
+
+    if (rep.phase == allocation_phase::warmup || rep.phase == allocation_phase::budgeting) {
+      update_importance();
+      rep.importance_updated = true;
+      if (rep.phase == allocation_phase::budgeting && t % config_.deltaT == 0) {
+        rep.threshold = select_and_mask(rep.budget);
+        rep.masked = true;
+      }
+    } else if (rep.phase == allocation_phase::final_force) {
+      rep.threshold = select_and_mask(rep.budget);
+      rep.masked = true;
+      frozen_ = true;
+      release_importance();
+    } else {
+      apply_keep_mask();
+      rep.masked = true;
+    }
+    last_step_ = t;
+    budget_ = rep.budget;
+    return rep;
+  }
+
+  // ---- queries -----------------------------------------------------------------------------------------------
+
+  const adalora_config& config() const noexcept { return config_; }
+  const B& backend() const noexcept { return backend_; }
+  const M& metric() const noexcept { return metric_; }
+  std::size_t adapter_count() const noexcept { return adapters_.size(); }
+  const std::string& adapter_name(std::size_t i) const { return adapters_.at(i).name; }
+  std::size_t adapter_index(std::string_view name) const {
+    return static_cast<std::size_t>(&entry(name) - adapters_.data());
+  }
+  /// b0: the sum of the registered adapters' ranks.
+  std::int64_t initial_budget() const noexcept { return initial_budget_; }
+  /// bT: target_r × number of adapters.
+  std::int64_t target_budget() const noexcept {
+    return config_.target_r * static_cast<std::int64_t>(adapters_.size());
+  }
+  /// The budget at the last step (b0 before the first step).
+  std::int64_t budget() const noexcept { return last_step_ ? budget_ : initial_budget_; }
+  /// The threshold of the latest selection that pruned something.
+  std::optional<float> threshold() const noexcept { return threshold_; }
+  std::optional<std::int64_t> last_step() const noexcept { return last_step_; }
+  bool pattern_frozen() const noexcept { return frozen_; }
+  /// True while the metric's per-element state is held (from the first step until the final pattern is frozen).
+  bool importance_live() const noexcept { return state_live_; }
+
+  /// Per adapter, the rank pattern of the latest selection: keep[i] = (S_i > threshold). All true before one.
+  std::vector<bool> rank_pattern(std::string_view name) const {
+    const adapter_entry& e = entry(name);
+    std::vector<bool> p(e.views.rank(), true);
+    if (!keep_host_.empty())
+      for (std::size_t i = 0; i < p.size(); ++i) p[i] = keep_host_[e.score_offset + i] != 0;
+    return p;
+  }
+  /// The rank of each adapter under the latest selection, in registration order.
+  std::vector<std::int64_t> ranks() const {
+    std::vector<std::int64_t> r;
+    r.reserve(adapters_.size());
+    for (const auto& e : adapters_) {
+      const auto p = rank_pattern(e.name);
+      r.push_back(static_cast<std::int64_t>(std::count(p.begin(), p.end(), true)));
+    }
+    return r;
+  }
+  /// The triplet scores of the latest selection (empty before one).
+  std::vector<float> triplet_scores(std::string_view name) const {
+    const adapter_entry& e = entry(name);
+    if (scores_host_.empty()) return {};
+    const auto first = scores_host_.begin() + static_cast<std::ptrdiff_t>(e.score_offset);
+    return std::vector<float>(first, first + static_cast<std::ptrdiff_t>(e.views.rank()));
+  }
+
+private:
+  struct adapter_entry {
+    std::string name;
+    views_type views;
+    std::size_t offset = 0;        // of lora_A's block in the element arena; lora_E, lora_B follow
+    std::size_t score_offset = 0;  // of this adapter's singular values among all b0
+    std::size_t offset_E() const noexcept { return offset + views.rank() * views.in_features(); }
+    std::size_t offset_B() const noexcept { return offset_E() + views.rank(); }
+  };
+
+  const adapter_entry* find(std::string_view name) const noexcept {
+    for (const auto& e : adapters_)
+      if (e.name == name) return &e;
+    return nullptr;
+  }
+  const adapter_entry& entry(std::string_view name) const {
+    if (const adapter_entry* e = find(name)) return *e;
+    throw usage_error("no adapter named '" + std::string(name) + "' is registered");
+  }
+  adapter_entry& entry(std::string_view name) {
+    return const_cast<adapter_entry&>(std::as_const(*this).entry(name));
+  }
+
+  std::int64_t budget_at(std::int64_t t) const {
+    switch (phase_of(t)) {
+      case allocation_phase::warmup: return initial_budget_;
+      case allocation_phase::budgeting: {
+        const schedule_point p{t, config_.tinit, config_.final_step(), initial_budget_, target_budget()};
+        return static_cast<std::int64_t>(schedule_.budget(p));
+      }
+      default: return target_budget();
+    }
+  }
+
+  // Every check of a step, before anything changes.
+  void validate_step(std::int64_t t) const {
+    const std::string at = "step(" + std::to_string(t) + "): ";
+    if (adapters_.empty()) throw usage_error(at + "no adapters are registered; call add_adapter() first");
+    if (t < 0) throw usage_error(at + "steps count optimizer steps from 0");
+    if (last_step_ && t <= *last_step_)
+      throw usage_error(at + "the allocator already ran step " + std::to_string(*last_step_) +
+                        "; steps must increase: call step(t) once per optimizer step, after optimizer.step() and "
+                        "before zeroing the gradients");
+    if (target_budget() > initial_budget_)
+      throw config_error(at + "target_r × adapters = " + std::to_string(target_budget()) +
+                         " exceeds the sum of the adapters' ranks = " + std::to_string(initial_budget_));
+    const allocation_phase ph = phase_of(t);
+    if (ph == allocation_phase::warmup || ph == allocation_phase::budgeting) {
+      check_inputs(at);
+      if (ph == allocation_phase::budgeting) {
+        const std::int64_t b = budget_at(t);
+        if (b < target_budget() || b > initial_budget_)
+          throw usage_error(at + "schedule '" + S::name + "' gave budget " + std::to_string(b) +
+                            ", outside [target " + std::to_string(target_budget()) + ", initial " +
+                            std::to_string(initial_budget_) + "]");
+      }
+    } else if (ph == allocation_phase::final_force && !state_live_) {
+      throw usage_error(at + "the forced mask at step total_step - tfinal = " + std::to_string(config_.final_step()) +
+                        " needs importance from earlier steps, but no step before it ran; call step(t) on every "
+                        "optimizer step from the start of training");
+    }
+  }
+
+  void check_inputs(const std::string& at) const {
+    for (const auto& e : adapters_) {
+      const auto& v = e.views;
+      if constexpr (M::needs_gradient) {
+        auto need = [&](const auto& g, const auto& param, const char* what) {
+          if (!param.empty() && g.data == nullptr)
+            throw missing_gradient_error(at + "adapter '" + e.name + "' has no " + what +
+                                         " (null view); the importance metric '" + M::name +
+                                         "' needs every gradient: run backward() before step(), and register the "
+                                         "gradient tensors with rebind() once they exist");
+        };
+        need(v.grad_A, v.lora_A, "gradient for lora_A");
+        need(v.grad_E, v.lora_E, "gradient for lora_E");
+        need(v.grad_B, v.lora_B, "gradient for lora_B");
+      }
+      check_finite(at, e.name, v.lora_A, "lora_A");
+      check_finite(at, e.name, v.lora_E, "lora_E");
+      check_finite(at, e.name, v.lora_B, "lora_B");
+      if constexpr (M::needs_gradient) {
+        check_finite(at, e.name, v.grad_A, "the gradient of lora_A");
+        check_finite(at, e.name, v.grad_E, "the gradient of lora_E");
+        check_finite(at, e.name, v.grad_B, "the gradient of lora_B");
+      }
+    }
+  }
+
+  template <class View>
+  void check_finite(const std::string& at, const std::string& name, const View& v, const char* what) const {
+    if (v.empty()) return;
+    const std::size_t bad = backend_.count_if(v.size(), detail::non_finite_fn<View>{detail::flat_accessor<View>(v)});
+    if (bad)
+      throw non_finite_error(at + "adapter '" + name + "': " + what + " has " + std::to_string(bad) + " of " +
+                             std::to_string(v.size()) +
+                             " elements NaN or infinite; skip this optimizer step (e.g. a loss-scaler overflow) "
+                             "without calling step(), or fix the source of the non-finite values");
+  }
+
+  // Buffers that depend only on the registered shapes.
+  void prepare() {
+    if (prepared_) return;
+    const auto b0 = static_cast<std::size_t>(initial_budget_);
+    std::vector<std::size_t> lambda_index(b0);
+    for (const auto& e : adapters_)
+      for (std::size_t i = 0; i < e.views.rank(); ++i) lambda_index[e.score_offset + i] = e.offset_E() + i;
+    lambda_index_ = backend_.template allocate<std::size_t>(b0);
+    backend_.copy_from_host(lambda_index.data(), b0, lambda_index_.data());
+    scores_ = backend_.template allocate<float>(b0);
+    mean_q_ = backend_.template allocate<float>(b0);
+    mean_p_ = backend_.template allocate<float>(b0);
+    keep_ = backend_.template allocate<std::uint8_t>(b0);
+    prepared_ = true;
+  }
+
+  void update_importance() {
+    if (!state_live_) {
+      state_ = backend_.template allocate<float>(M::state_count * total_elements_);
+      state_live_ = true;
+    }
+    for (const auto& e : adapters_) {
+      const auto& v = e.views;
+      update_tensor(v.lora_A, v.grad_A, e.offset);
+      update_tensor(v.lora_E, v.grad_E, e.offset_E());
+      update_tensor(v.lora_B, v.grad_B, e.offset_B());
+    }
+  }
+
+  template <class PV, class GV>
+  void update_tensor(const PV& param, const GV& grad, std::size_t base) {
+    if (param.empty()) return;
+    backend_.for_each(param.size(), detail::importance_update_fn<M, PV, GV>{
+                                         metric_, detail::flat_accessor<PV>(param), detail::flat_accessor<GV>(grad),
+                                         state_.data(), total_elements_, base});
+  }
+
+  // Triplet scores, the budget's threshold, Λ masked in place, the pattern copied to the host.
+  std::optional<float> select_and_mask(std::int64_t budget) {
+    const auto b0 = static_cast<std::size_t>(initial_budget_);
+    auto element_scores = backend_.template allocate<float>(total_elements_);
+    backend_.for_each(total_elements_,
+                      detail::element_score_fn<M>{metric_, state_.data(), total_elements_, element_scores.data()});
+    for (const auto& e : adapters_) {
+      const std::size_t r = e.views.rank();
+      if (r == 0) continue;
+      backend_.row_means(element_scores.data() + e.offset, r, e.views.in_features(), mean_q_.data() + e.score_offset);
+      backend_.col_means(element_scores.data() + e.offset_B(), e.views.out_features(), r,
+                         mean_p_.data() + e.score_offset);
+    }
+    backend_.for_each(b0, detail::triplet_score_fn{element_scores.data(), lambda_index_.data(), mean_q_.data(),
+                                                   mean_p_.data(), scores_.data()});
+    const auto k = static_cast<std::size_t>(initial_budget_ - budget);
+    std::optional<float> thr;
+    if (k > 0) thr = backend_.kth_smallest(scores_.data(), b0, k);
+    // with nothing to prune every score is kept: compare against -inf
+    backend_.for_each(b0, detail::keep_above_fn{scores_.data(), thr ? *thr : -std::numeric_limits<float>::infinity(),
+                                                keep_.data()});
+    apply_keep_mask();
+    scores_host_.resize(b0);
+    keep_host_.resize(b0);
+    backend_.copy_to_host(scores_.data(), b0, scores_host_.data());
+    backend_.copy_to_host(keep_.data(), b0, keep_host_.data());
+    threshold_ = thr;
+    return thr;
+  }
+
+  void apply_keep_mask() {
+    using LV = vector_view<T, memory_space>;
+    for (const auto& e : adapters_) {
+      if (e.views.rank() == 0) continue;
+      backend_.for_each(e.views.rank(),
+                        detail::mask_lambda_fn<LV>{detail::flat_accessor<LV>(e.views.lora_E),
+                                                   keep_.data() + e.score_offset});
+    }
+  }
+
+  void release_importance() {
+    state_ = buffer_t<B, float>{};
+    state_live_ = false;
+  }
+
+  adalora_config config_;
+  B backend_;
+  M metric_;
+  S schedule_;
+
+  std::vector<adapter_entry> adapters_;
+  std::size_t total_elements_ = 0;
+  std::int64_t initial_budget_ = 0;
+
+  bool prepared_ = false;
+  buffer_t<B, std::size_t> lambda_index_{};
+  buffer_t<B, float> scores_{}, mean_q_{}, mean_p_{};
+  buffer_t<B, std::uint8_t> keep_{};
+  buffer_t<B, float> state_{};
+  bool state_live_ = false;
+
+  std::vector<float> scores_host_;
+  std::vector<std::uint8_t> keep_host_;
+  std::optional<std::int64_t> last_step_;
+  std::int64_t budget_ = 0;
+  std::optional<float> threshold_;
+  bool frozen_ = false;
+};
+
+}  // namespace adalora

@@ -1,0 +1,67 @@
+// The Backend concept: the few primitives (buffers, element-wise map, means, k-th smallest) every algorithm uses.
+#pragma once
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+
+#include "adalora/core/memory_space.hpp"
+
+namespace adalora {
+
+/// Tag that a backend names as its `backend_concept` to join the Backend concept on purpose.
+struct backend_tag {};
+
+namespace detail {
+/// A probe functor used only to state the Backend requirements.
+struct backend_probe_fn {
+  void operator()(std::size_t) const noexcept {}
+};
+struct backend_probe_pred {
+  bool operator()(std::size_t) const noexcept { return false; }
+};
+}  // namespace detail
+
+/// An owning, contiguous buffer of `T`: `data()` and `size()`.
+template <class B, class T>
+concept BufferOf = requires(B& b, const B& cb) {
+  { b.data() } -> std::convertible_to<T*>;
+  { cb.size() } -> std::convertible_to<std::size_t>;
+};
+
+/// A tensor backend: what an algorithm needs from a device or a CPU library.
+///  1. names `backend_tag` as its `backend_concept` and a `MemorySpace` as its `memory_space`;
+///  2. `b.template allocate<float>(n)` returns an owning buffer of n zeros in that memory space
+///     (also for `std::uint8_t` and `std::size_t`);
+///  3. `b.for_each(n, f)` calls `f(i)` for every i in [0, n), in any order (f is host+device callable);
+///  4. `b.count_if(n, p)` counts the i in [0, n) with `p(i)`;
+///  5. `b.row_means(m, rows, cols, out)` / `b.col_means(m, rows, cols, out)` reduce a contiguous row-major
+///     float matrix to its row / column means (sum, rounded to float, then divided by the count in float);
+///  6. `b.kth_smallest(v, n, k)` returns the k-th smallest (1-indexed) of n floats, to the host;
+///  7. `b.copy_to_host(src, n, dst)` and `b.copy_from_host(src, n, dst)` move floats and bytes across spaces;
+///  8. `b.synchronize()` waits for all work queued by the backend.
+template <class B>
+concept Backend =
+    std::same_as<typename B::backend_concept, backend_tag> && MemorySpace<typename B::memory_space> &&
+    requires(B& b, const float* cf, float* f, const std::uint8_t* cu, std::uint8_t* u, std::size_t n) {
+      { b.template allocate<float>(n) } -> BufferOf<float>;
+      { b.template allocate<std::uint8_t>(n) } -> BufferOf<std::uint8_t>;
+      { b.template allocate<std::size_t>(n) } -> BufferOf<std::size_t>;
+      b.for_each(n, detail::backend_probe_fn{});
+      { b.count_if(n, detail::backend_probe_pred{}) } -> std::convertible_to<std::size_t>;
+      b.row_means(cf, n, n, f);
+      b.col_means(cf, n, n, f);
+      { b.kth_smallest(cf, n, n) } -> std::convertible_to<float>;
+      b.copy_to_host(cf, n, f);
+      b.copy_from_host(cf, n, f);
+      b.copy_to_host(cu, n, u);
+      b.copy_from_host(cu, n, u);
+      b.synchronize();
+      { B::name } -> std::convertible_to<const char*>;
+    };
+
+/// The owning buffer type a backend allocates for `T`.
+template <Backend B, class T>
+using buffer_t = decltype(std::declval<B&>().template allocate<T>(std::size_t{}));
+
+}  // namespace adalora

@@ -1,0 +1,82 @@
+// The Eigen backend: the CPU reference backend, host memory, Eigen maps for the reductions.
+#pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "adalora/backends/backend.hpp"
+#include "adalora/core/error.hpp"
+
+namespace adalora {
+
+/// Host backend built on Eigen. Stateless; reductions accumulate in double and round once to float.
+struct eigen_backend {
+  using backend_concept = backend_tag;
+  using memory_space = host_space;
+  static constexpr const char* name = "eigen";
+
+  template <class T>
+  std::vector<T> allocate(std::size_t n) const {
+    return std::vector<T>(n, T{});
+  }
+
+  template <class F>
+  void for_each(std::size_t n, F f) const {
+    for (std::size_t i = 0; i < n; ++i) f(i);
+  }
+
+  template <class P>
+  std::size_t count_if(std::size_t n, P p) const {
+    std::size_t c = 0;
+    for (std::size_t i = 0; i < n; ++i) c += p(i) ? 1u : 0u;
+    return c;
+  }
+
+  void row_means(const float* m, std::size_t rows, std::size_t cols, float* out) const {
+    if (rows == 0) return;
+    const auto a = map(m, rows, cols);
+    const Eigen::ArrayXd sums = a.cast<double>().rowwise().sum();
+    const float count = static_cast<float>(cols);
+    for (std::size_t i = 0; i < rows; ++i) out[i] = static_cast<float>(sums(static_cast<Eigen::Index>(i))) / count;
+  }
+
+  void col_means(const float* m, std::size_t rows, std::size_t cols, float* out) const {
+    if (cols == 0) return;
+    const auto a = map(m, rows, cols);
+    const Eigen::Array<double, 1, Eigen::Dynamic> sums = a.cast<double>().colwise().sum();
+    const float count = static_cast<float>(rows);
+    for (std::size_t j = 0; j < cols; ++j) out[j] = static_cast<float>(sums(static_cast<Eigen::Index>(j))) / count;
+  }
+
+  float kth_smallest(const float* v, std::size_t n, std::size_t k) const {
+    if (k < 1 || k > n)
+      throw usage_error("kth_smallest: k = " + std::to_string(k) + " is outside [1, " + std::to_string(n) + "]");
+    std::vector<float> tmp(v, v + n);
+    std::nth_element(tmp.begin(), tmp.begin() + static_cast<std::ptrdiff_t>(k - 1), tmp.end());
+    return tmp[k - 1];
+  }
+
+  template <class T>
+  void copy_to_host(const T* src, std::size_t n, T* dst) const {
+    if (n) std::memcpy(dst, src, n * sizeof(T));
+  }
+  template <class T>
+  void copy_from_host(const T* src, std::size_t n, T* dst) const {
+    if (n) std::memcpy(dst, src, n * sizeof(T));
+  }
+  void synchronize() const noexcept {}
+
+private:
+  using row_major_array = Eigen::Array<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  static Eigen::Map<const row_major_array> map(const float* m, std::size_t rows, std::size_t cols) {
+    return Eigen::Map<const row_major_array>(m, static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols));
+  }
+};
+
+static_assert(Backend<eigen_backend>);
+
+}  // namespace adalora

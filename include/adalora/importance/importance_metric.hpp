@@ -1,0 +1,32 @@
+// The ImportanceMetric concept: a per-element, host+device functor that folds (θ, ∇θ) into state and scores it.
+#pragma once
+
+#include <concepts>
+#include <cstddef>
+
+namespace adalora {
+
+/// Tag that an importance metric names as its `importance_metric_concept` to join the concept on purpose.
+struct importance_metric_tag {};
+
+/// An importance metric scores every element of P, Λ and Q from its value and gradient:
+///  1. names `importance_metric_tag` as its `importance_metric_concept`;
+///  2. `M::state_count` (≥ 1) floats of state per element, zero before the first update;
+///  3. `M::needs_gradient` says whether `update` reads the gradient (if so, a missing gradient is an error);
+///  4. `m.update(theta, grad, state)` folds one step into `float (&)[state_count]`, const and noexcept,
+///     callable on host and device;
+///  5. `m.score(state)` returns the element's importance from `const float (&)[state_count]`;
+///  6. `M::name` names it in messages.
+/// The allocator then scores a singular value i by s(λ_i) + mean_j s(Q_ij) + mean_j s(P_ji) (SPEC §3).
+template <class M>
+concept ImportanceMetric =
+    std::same_as<typename M::importance_metric_concept, importance_metric_tag> && std::copy_constructible<M> &&
+    (M::state_count >= 1) && requires(const M& m, float v, float (&s)[M::state_count],
+                                      const float (&cs)[M::state_count]) {
+      { M::needs_gradient } -> std::convertible_to<bool>;
+      { m.update(v, v, s) } noexcept;
+      { m.score(cs) } -> std::convertible_to<float>;
+      { M::name } -> std::convertible_to<const char*>;
+    };
+
+}  // namespace adalora

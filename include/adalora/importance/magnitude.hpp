@@ -1,0 +1,25 @@
+// The magnitude importance metric |θ| (the paper's ablation): no gradient needed, no smoothing.
+#pragma once
+
+#include "adalora/core/float_ops.hpp"
+#include "adalora/core/host_device.hpp"
+#include "adalora/importance/importance_metric.hpp"
+
+namespace adalora {
+
+/// s(θ) = |θ| at the latest update.
+struct magnitude {
+  using importance_metric_concept = importance_metric_tag;
+  static constexpr std::size_t state_count = 1;
+  static constexpr bool needs_gradient = false;
+  static constexpr const char* name = "magnitude";
+
+  ADALORA_HOST_DEVICE void update(float theta, float /*grad*/, float (&state)[state_count]) const noexcept {
+    state[0] = detail::abs_f(theta);
+  }
+  ADALORA_HOST_DEVICE float score(const float (&state)[state_count]) const noexcept { return state[0]; }
+};
+
+static_assert(ImportanceMetric<magnitude>);
+
+}  // namespace adalora

@@ -1,0 +1,47 @@
+// The default importance metric (SPEC §3): smoothed sensitivity |θ·∇θ| times its uncertainty, fused in one pass.
+#pragma once
+
+#include "adalora/core/config.hpp"
+#include "adalora/core/float_ops.hpp"
+#include "adalora/core/host_device.hpp"
+#include "adalora/importance/importance_metric.hpp"
+
+namespace adalora {
+
+/// s(θ) = Ī · Ū with I = |θ·∇θ|, Ī ← β1 Ī + (1 − β1) I, Ū ← β2 Ū + (1 − β2) |I − Ī| (no bias correction).
+/// Every product and sum is rounded to float32 separately, in PEFT's order, so results match it bit for bit
+/// (compile without fused multiply-add contraction; the CMake target adds -ffp-contract=off).
+struct sensitivity_uncertainty {
+  using importance_metric_concept = importance_metric_tag;
+  static constexpr std::size_t state_count = 2;  // [0] Ī, [1] Ū
+  static constexpr bool needs_gradient = true;
+  static constexpr const char* name = "sensitivity_uncertainty";
+
+  float beta1 = 0.85f;
+  float one_minus_beta1 = 0.15f;
+  float beta2 = 0.85f;
+  float one_minus_beta2 = 0.15f;
+
+  constexpr sensitivity_uncertainty() = default;
+  /// β1, β2 from the config; 1 − β is formed in double and then rounded, as PyTorch does with Python floats.
+  explicit sensitivity_uncertainty(const adalora_config& c) noexcept
+      : beta1(static_cast<float>(c.beta1)),
+        one_minus_beta1(static_cast<float>(1.0 - c.beta1)),
+        beta2(static_cast<float>(c.beta2)),
+        one_minus_beta2(static_cast<float>(1.0 - c.beta2)) {}
+
+  ADALORA_HOST_DEVICE void update(float theta, float grad, float (&state)[state_count]) const noexcept {
+    const float ipt = detail::abs_f(theta * grad);
+    const float smoothed_old = beta1 * state[0];
+    const float smoothed = smoothed_old + one_minus_beta1 * ipt;
+    const float uncertainty_old = beta2 * state[1];
+    state[0] = smoothed;
+    state[1] = uncertainty_old + one_minus_beta2 * detail::abs_f(ipt - smoothed);
+  }
+
+  ADALORA_HOST_DEVICE float score(const float (&state)[state_count]) const noexcept { return state[0] * state[1]; }
+};
+
+static_assert(ImportanceMetric<sensitivity_uncertainty>);
+
+}  // namespace adalora
