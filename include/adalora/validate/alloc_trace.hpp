@@ -1,0 +1,234 @@
+// Replays a PEFT allocation trace (format adalora-trace/alloc/1) through rank_allocator and compares every step.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "adalora/allocation/rank_allocator.hpp"
+#include "adalora/backends/backend.hpp"
+#include "adalora/core/error.hpp"
+#include "adalora/io/safetensors.hpp"
+#include "adalora/validate/trace_result.hpp"
+
+namespace adalora::validate {
+
+/// Tolerances of the comparison (FORMAT.md): Λ and budgets exact, scores and threshold to float32 rounding.
+struct alloc_trace_tolerance {
+  double score_rtol = 1e-5;
+  double score_atol_of_max = 1e-7;  ///< absolute floor, relative to the largest score of the step
+};
+
+namespace detail {
+
+inline std::string format_float(double v) {
+  std::ostringstream s;
+  s.precision(9);
+  s << v;
+  return s.str();
+}
+
+inline const nlohmann::json& require_field(const nlohmann::json& j, const char* key, const std::string& where) {
+  if (!j.is_object() || !j.contains(key))
+    throw format_error("alloc trace: " + where + " lacks the field '" + key + "'");
+  return j.at(key);
+}
+
+inline nlohmann::json parse_metadata_json(const io::safetensors_file& f, const char* key) {
+  const auto& md = f.metadata();
+  const auto it = md.find(key);
+  if (it == md.end()) throw format_error("alloc trace: __metadata__ lacks '" + std::string(key) + "'");
+  try {
+    return nlohmann::json::parse(it->second);
+  } catch (const nlohmann::json::exception& e) {
+    throw format_error("alloc trace: __metadata__." + std::string(key) + " is not valid JSON: " + e.what());
+  }
+}
+
+/// The config recorded in a trace, in PEFT's names.
+inline adalora_config trace_config(const io::safetensors_file& f) {
+  const auto j = parse_metadata_json(f, "config");
+  adalora_config c;
+  try {
+    c.init_r = require_field(j, "init_r", "config").get<std::int64_t>();
+    c.target_r = require_field(j, "target_r", "config").get<std::int64_t>();
+    c.tinit = require_field(j, "tinit", "config").get<std::int64_t>();
+    c.tfinal = require_field(j, "tfinal", "config").get<std::int64_t>();
+    c.total_step = require_field(j, "total_step", "config").get<std::int64_t>();
+    c.deltaT = require_field(j, "deltaT", "config").get<std::int64_t>();
+    c.beta1 = require_field(j, "beta1", "config").get<double>();
+    c.beta2 = require_field(j, "beta2", "config").get<double>();
+  } catch (const nlohmann::json::exception& e) {
+    throw format_error(std::string("alloc trace: a config field has the wrong type: ") + e.what());
+  }
+  return c;
+}
+
+/// Host copies of one adapter's tensors, in PEFT's layout.
+struct trace_adapter {
+  std::string name;
+  std::size_t r = 0, in = 0, out = 0;
+  std::vector<float> A, E, B, gA, gE, gB;
+};
+
+inline std::vector<std::size_t> shape_of(const io::safetensors_file& f, const std::string& key) {
+  return f.info(key).shape;
+}
+
+}  // namespace detail
+
+/// Replays `file` on backend `backend` and compares each step with the trace. Malformed traces throw format_error.
+template <Backend B>
+trace_result replay_alloc_trace(const io::safetensors_file& file, B backend = B{},
+                                const alloc_trace_tolerance& tol = {}) {
+  using namespace detail;
+  const adalora_config cfg = trace_config(file);
+  const auto names = parse_metadata_json(file, "adapters");
+  const auto steps = parse_metadata_json(file, "steps");
+  if (!names.is_array() || names.empty()) throw format_error("alloc trace: 'adapters' is not a non-empty list");
+  if (!steps.is_array() || steps.empty()) throw format_error("alloc trace: 'steps' is not a non-empty list");
+  const std::int64_t t0 = require_field(steps.front(), "t", "steps[0]").get<std::int64_t>();
+
+  // Host tensors for each adapter, their shapes taken from the first recorded step.
+  std::vector<trace_adapter> hosts;
+  for (const auto& n : names) {
+    trace_adapter a;
+    a.name = n.get<std::string>();
+    const std::string p = std::to_string(t0) + "/" + a.name + "/";
+    const auto sA = shape_of(file, p + "lora_A"), sB = shape_of(file, p + "lora_B"), sE = shape_of(file, p + "lora_E");
+    if (sA.size() != 2 || sB.size() != 2 || sE.empty() || sE.size() > 2 || sE[0] != sA[0] || sB[1] != sA[0])
+      throw format_error("alloc trace: adapter '" + a.name + "' has inconsistent shapes");
+    a.r = sA[0];
+    a.in = sA[1];
+    a.out = sB[0];
+    a.A.resize(a.r * a.in);
+    a.gA.resize(a.r * a.in);
+    a.E.resize(a.r);
+    a.gE.resize(a.r);
+    a.B.resize(a.out * a.r);
+    a.gB.resize(a.out * a.r);
+    hosts.push_back(std::move(a));
+  }
+
+  // The same tensors in the backend's memory, registered with the allocator.
+  using buf = buffer_t<B, float>;
+  struct mirror {
+    buf pA, pE, pB, gA, gE, gB;
+  };
+  std::vector<mirror> dev;
+  rank_allocator<B> alloc(cfg, backend);
+  using S = typename B::memory_space;
+  for (const auto& h : hosts) {
+    dev.push_back(mirror{backend.template allocate<float>(h.A.size()), backend.template allocate<float>(h.r),
+                         backend.template allocate<float>(h.B.size()), backend.template allocate<float>(h.A.size()),
+                         backend.template allocate<float>(h.r), backend.template allocate<float>(h.B.size())});
+    auto& d = dev.back();
+    alloc.add_adapter(h.name, {make_matrix_view<S>(d.pA.data(), h.r, h.in), make_vector_view<S>(d.pE.data(), h.r),
+                               make_matrix_view<S>(d.pB.data(), h.out, h.r),
+                               make_matrix_view<S>(static_cast<const float*>(d.gA.data()), h.r, h.in),
+                               make_vector_view<S>(static_cast<const float*>(d.gE.data()), h.r),
+                               make_matrix_view<S>(static_cast<const float*>(d.gB.data()), h.out, h.r)});
+  }
+
+  trace_result result;
+  std::vector<float> got, expected;
+  for (const auto& s : steps) {
+    const std::int64_t t = require_field(s, "t", "a step").get<std::int64_t>();
+    const std::string at = "step " + std::to_string(t);
+    for (std::size_t k = 0; k < hosts.size(); ++k) {
+      auto& h = hosts[k];
+      auto& d = dev[k];
+      const std::string p = std::to_string(t) + "/" + h.name + "/";
+      auto load = [&](const std::string& key, std::vector<float>& host, buf& device) {
+        file.read_f32_into(p + key, host);
+        backend.copy_from_host(host.data(), host.size(), device.data());
+      };
+      load("lora_A", h.A, d.pA);
+      load("lora_E", h.E, d.pE);
+      load("lora_B", h.B, d.pB);
+      load("grad/lora_A", h.gA, d.gA);
+      load("grad/lora_E", h.gE, d.gE);
+      load("grad/lora_B", h.gB, d.gB);
+    }
+    const step_report rep = alloc.step(t);
+
+    const auto exp_budget = require_field(s, "budget", at).get<std::int64_t>();
+    if (rep.budget != exp_budget)
+      return trace_result::fail(at + ": budget expected " + std::to_string(exp_budget) + ", got " +
+                                std::to_string(rep.budget));
+    const bool exp_masked = require_field(s, "masked", at).get<bool>();
+    if (rep.masked != exp_masked)
+      return trace_result::fail(at + ": masked expected " + (exp_masked ? "true" : "false") + ", got " +
+                                (rep.masked ? "true" : "false"));
+    const auto exp_phase = require_field(s, "phase", at).get<std::string>();
+    if (exp_phase != trace_phase_name(rep.phase))
+      return trace_result::fail(at + ": phase expected " + exp_phase + ", got " + trace_phase_name(rep.phase));
+    const auto& thr = require_field(s, "threshold", at);
+    if (thr.is_null() != !rep.threshold.has_value())
+      return trace_result::fail(at + ": threshold expected " + (thr.is_null() ? "none" : thr.dump()) + ", got " +
+                                (rep.threshold ? format_float(*rep.threshold) : "none"));
+
+    // Scores (where recorded), with an absolute floor scaled to the step's largest score.
+    double max_score = 0.0;
+    for (const auto& h : hosts) {
+      const std::string key = std::to_string(t) + "/" + h.name + "/score";
+      if (!file.contains(key)) continue;
+      for (float v : file.read_f32(key)) max_score = std::max(max_score, std::fabs(static_cast<double>(v)));
+    }
+    const double atol = tol.score_atol_of_max * max_score;
+    auto close = [&](double e, double g) {
+      return std::fabs(e - g) <= tol.score_rtol * std::max(std::fabs(e), std::fabs(g)) + atol;
+    };
+    if (rep.threshold && !close(thr.get<double>(), *rep.threshold))
+      return trace_result::fail(at + ": threshold expected " + format_float(thr.get<double>()) + ", got " +
+                                format_float(*rep.threshold));
+
+    // Scores are compared as the step's sorted multiset: the recorder labels PEFT's concatenated scores with the
+    // sorted adapter names, while PEFT concatenates in module registration order, so a trace's per-adapter score
+    // labels may be permuted. Which adapter each value belongs to is checked exactly through Λ below.
+    expected.clear();
+    got.clear();
+    for (const auto& h : hosts) {
+      const std::string key = std::to_string(t) + "/" + h.name + "/score";
+      if (!file.contains(key)) continue;
+      const auto e = file.read_f32(key);
+      const auto g = alloc.triplet_scores(h.name);
+      expected.insert(expected.end(), e.begin(), e.end());
+      got.insert(got.end(), g.begin(), g.end());
+    }
+    if (got.size() != expected.size())
+      return trace_result::fail(at + ": " + std::to_string(expected.size()) + " scores expected, got " +
+                                std::to_string(got.size()));
+    std::sort(expected.begin(), expected.end());
+    std::sort(got.begin(), got.end());
+    for (std::size_t i = 0; i < got.size(); ++i)
+      if (!close(expected[i], got[i]))
+        return trace_result::fail(at + ": the " + std::to_string(i + 1) + "-th smallest score: expected " +
+                                  format_float(expected[i]) + ", got " + format_float(got[i]));
+
+    for (std::size_t k = 0; k < hosts.size(); ++k) {
+      const auto& h = hosts[k];
+      const std::string p = std::to_string(t) + "/" + h.name + "/";
+      expected = file.read_f32(p + "out/lora_E");
+      got.resize(h.r);
+      backend.copy_to_host(dev[k].pE.data(), h.r, got.data());
+      if (expected.size() != got.size())
+        return trace_result::fail(at + ", adapter " + h.name + ": out/lora_E has " +
+                                  std::to_string(expected.size()) + " values, the adapter " + std::to_string(h.r));
+      for (std::size_t i = 0; i < got.size(); ++i)
+        if (std::memcmp(&expected[i], &got[i], sizeof(float)) != 0)
+          return trace_result::fail(at + ", adapter " + h.name + ", lora_E[" + std::to_string(i) + "]: expected " +
+                                    format_float(expected[i]) + ", got " + format_float(got[i]));
+    }
+    ++result.checked;
+  }
+  return result;
+}
+
+}  // namespace adalora::validate
