@@ -16,7 +16,9 @@ adalora_config valid() {
 }
 }  // namespace
 
-TEST_CASE("a valid config passes validation", "[config]") { REQUIRE_NOTHROW(valid().validate()); }
+TEST_CASE("a valid config passes validation", "[config]") {
+  REQUIRE_NOTHROW(valid().validate());
+}
 
 TEST_CASE("total_step is required", "[config]") {
   adalora_config c;

@@ -12,17 +12,17 @@ namespace adalora {
 /// AdaLoRA hyper-parameters. Field names and defaults are PEFT's `AdaLoraConfig`, so a PEFT config maps one to one.
 /// Steps count optimizer steps t = 0, 1, ...; `total_step` has no default and must be set.
 struct adalora_config {
-  std::int64_t init_r = 12;        ///< rank each adapter starts with
-  std::int64_t target_r = 8;       ///< average rank per adapter at the end (budget bT = target_r × adapters)
-  std::int64_t tinit = 0;          ///< warm-up steps with the full budget and no masking
-  std::int64_t tfinal = 0;         ///< final steps that train with the frozen rank pattern
-  std::int64_t deltaT = 1;         ///< mask every deltaT steps while the budget falls
-  double beta1 = 0.85;             ///< EMA factor of the smoothed sensitivity
-  double beta2 = 0.85;             ///< EMA factor of the uncertainty
-  double orth_reg_weight = 0.5;    ///< γ, weight of the orthogonal regularizer
-  std::int64_t total_step = 0;     ///< T, the total number of optimizer steps (required, > 0)
-  double lora_alpha = 8.0;         ///< α; the adapter scaling is α / (init_r + 1e-5), with α ≤ 0 meaning α = init_r
-  double lora_dropout = 0.0;       ///< dropout probability on the adapter input
+  std::int64_t init_r = 12;      ///< rank each adapter starts with
+  std::int64_t target_r = 8;     ///< average rank per adapter at the end (budget bT = target_r × adapters)
+  std::int64_t tinit = 0;        ///< warm-up steps with the full budget and no masking
+  std::int64_t tfinal = 0;       ///< final steps that train with the frozen rank pattern
+  std::int64_t deltaT = 1;       ///< mask every deltaT steps while the budget falls
+  double beta1 = 0.85;           ///< EMA factor of the smoothed sensitivity
+  double beta2 = 0.85;           ///< EMA factor of the uncertainty
+  double orth_reg_weight = 0.5;  ///< γ, weight of the orthogonal regularizer
+  std::int64_t total_step = 0;   ///< T, the total number of optimizer steps (required, > 0)
+  double lora_alpha = 8.0;       ///< α; the adapter scaling is α / (init_r + 1e-5), with α ≤ 0 meaning α = init_r
+  double lora_dropout = 0.0;     ///< dropout probability on the adapter input
 
   /// The step at which the final, frozen rank pattern is fixed: T − tfinal.
   constexpr std::int64_t final_step() const noexcept { return total_step - tfinal; }
@@ -40,8 +40,8 @@ struct adalora_config {
     if (tinit < 0) fail("tinit = " + std::to_string(tinit) + "; it cannot be negative");
     if (tfinal < 0) fail("tfinal = " + std::to_string(tfinal) + "; it cannot be negative");
     if (tinit >= final_step())
-      fail("tinit = " + std::to_string(tinit) + " is not below total_step - tfinal = " +
-           std::to_string(total_step) + " - " + std::to_string(tfinal) + " = " + std::to_string(final_step()) +
+      fail("tinit = " + std::to_string(tinit) + " is not below total_step - tfinal = " + std::to_string(total_step) +
+           " - " + std::to_string(tfinal) + " = " + std::to_string(final_step()) +
            "; the budget needs steps to fall: lower tinit or tfinal, or raise total_step");
     if (deltaT < 1) fail("deltaT = " + std::to_string(deltaT) + "; mask at least every step (deltaT >= 1)");
     if (!(beta1 > 0.0 && beta1 < 1.0)) fail("beta1 = " + std::to_string(beta1) + "; need 0 < beta1 < 1");

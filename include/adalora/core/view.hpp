@@ -56,21 +56,15 @@ struct strided_view {
   /// The `flat`-th element in row-major order.
   ADALORA_HOST_DEVICE constexpr T& flat(std::size_t i) const noexcept { return data[offset_of_flat(i)]; }
 
-  ADALORA_HOST_DEVICE constexpr T& operator()(std::size_t i) const noexcept
-    requires(Rank == 1)
-  {
+  ADALORA_HOST_DEVICE constexpr T& operator()(std::size_t i) const noexcept requires(Rank == 1) {
     return data[static_cast<std::ptrdiff_t>(i) * strides[0]];
   }
-  ADALORA_HOST_DEVICE constexpr T& operator()(std::size_t i, std::size_t j) const noexcept
-    requires(Rank == 2)
-  {
+  ADALORA_HOST_DEVICE constexpr T& operator()(std::size_t i, std::size_t j) const noexcept requires(Rank == 2) {
     return data[static_cast<std::ptrdiff_t>(i) * strides[0] + static_cast<std::ptrdiff_t>(j) * strides[1]];
   }
 
   /// The same view, read-only.
-  constexpr operator strided_view<const T, Rank, Space>() const noexcept
-    requires(!std::is_const_v<T>)
-  {
+  constexpr operator strided_view<const T, Rank, Space>() const noexcept requires(!std::is_const_v<T>) {
     return {data, extents, strides};
   }
 };
@@ -94,8 +88,8 @@ constexpr matrix_view<T, Space> make_matrix_view(T* data, std::size_t rows, std:
 
 /// A matrix view with explicit strides (in elements), e.g. a transposed or column-major tensor.
 template <MemorySpace Space = host_space, class T>
-constexpr matrix_view<T, Space> make_matrix_view(T* data, std::size_t rows, std::size_t cols,
-                                                 std::ptrdiff_t row_stride, std::ptrdiff_t col_stride) noexcept {
+constexpr matrix_view<T, Space> make_matrix_view(T* data, std::size_t rows, std::size_t cols, std::ptrdiff_t row_stride,
+                                                 std::ptrdiff_t col_stride) noexcept {
   return {data, {rows, cols}, {row_stride, col_stride}};
 }
 
