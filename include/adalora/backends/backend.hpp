@@ -4,6 +4,7 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 
 #include "adalora/core/memory_space.hpp"
 
@@ -20,7 +21,13 @@ struct backend_probe_fn {
 struct backend_probe_pred {
   bool operator()(std::size_t) const noexcept { return false; }
 };
+struct backend_probe_value {
+  float operator()(std::size_t) const noexcept { return 0.0f; }
+};
 }  // namespace detail
+
+/// Whether a GEMM operand is used as stored or transposed.
+enum class transpose { no, yes };
 
 /// An owning, contiguous buffer of `T`: `data()` and `size()`.
 template <class B, class T>
@@ -35,27 +42,38 @@ concept BufferOf = requires(B& b, const B& cb) {
 ///     (also for `std::uint8_t` and `std::size_t`);
 ///  3. `b.for_each(n, f)` calls `f(i)` for every i in [0, n), in any order (f is host+device callable);
 ///  4. `b.count_if(n, p)` counts the i in [0, n) with `p(i)`;
-///  5. `b.row_means(m, rows, cols, out)` / `b.col_means(m, rows, cols, out)` reduce a contiguous row-major
+///  5. `b.transform_sum(n, f)` returns Σ f(i) over [0, n), accumulated in double, to the host;
+///  6. `b.row_means(m, rows, cols, out)` / `b.col_means(m, rows, cols, out)` reduce a contiguous row-major
 ///     float matrix to its row / column means (sum, rounded to float, then divided by the count in float);
-///  6. `b.kth_smallest(v, n, k)` returns the k-th smallest (1-indexed) of n floats, to the host;
-///  7. `b.copy_to_host(src, n, dst)` and `b.copy_from_host(src, n, dst)` move floats and bytes across spaces;
-///  8. `b.synchronize()` waits for all work queued by the backend.
+///     `b.col_sums(m, rows, cols, out)` to its column sums (rounded once to float);
+///  7. `b.kth_smallest(v, n, k)` returns the k-th smallest (1-indexed) of n floats, to the host;
+///  8. `b.gemm(op_a, op_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)`: row-major float GEMM,
+///     C (m × n, leading dimension ldc) = alpha · op(A) · op(B) + beta · C, op(A) m × k, op(B) k × n;
+///     with beta = 0, C is not read (NaNs in it do not propagate);
+///  9. `b.copy_to_host(src, n, dst)` and `b.copy_from_host(src, n, dst)` move floats, bytes and indices;
+/// 10. `b.synchronize()` waits for all work queued by the backend.
 template <class B>
 concept Backend =
     std::same_as<typename B::backend_concept, backend_tag> && MemorySpace<typename B::memory_space> &&
-    requires(B& b, const float* cf, float* f, const std::uint8_t* cu, std::uint8_t* u, std::size_t n) {
+    requires(B& b, const float* cf, float* f, const std::uint8_t* cu, std::uint8_t* u, const std::size_t* cz,
+             std::size_t* z, std::size_t n) {
       { b.template allocate<float>(n) } -> BufferOf<float>;
       { b.template allocate<std::uint8_t>(n) } -> BufferOf<std::uint8_t>;
       { b.template allocate<std::size_t>(n) } -> BufferOf<std::size_t>;
       b.for_each(n, detail::backend_probe_fn{});
       { b.count_if(n, detail::backend_probe_pred{}) } -> std::convertible_to<std::size_t>;
+      { b.transform_sum(n, detail::backend_probe_value{}) } -> std::convertible_to<double>;
       b.row_means(cf, n, n, f);
       b.col_means(cf, n, n, f);
+      b.col_sums(cf, n, n, f);
+      b.gemm(transpose::no, transpose::yes, n, n, n, 1.0f, cf, n, cf, n, 0.0f, f, n);
       { b.kth_smallest(cf, n, n) } -> std::convertible_to<float>;
       b.copy_to_host(cf, n, f);
       b.copy_from_host(cf, n, f);
       b.copy_to_host(cu, n, u);
       b.copy_from_host(cu, n, u);
+      b.copy_to_host(cz, n, z);
+      b.copy_from_host(cz, n, z);
       b.synchronize();
       { B::name } -> std::convertible_to<const char*>;
     };

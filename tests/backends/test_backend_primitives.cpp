@@ -1,0 +1,169 @@
+// Generic tests of the backend primitives, run on every backend of the build and held against plain loops.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "adalora/backends/backend.hpp"
+#include "adalora/core/host_device.hpp"
+#include "support/backends_under_test.hpp"
+
+using namespace adalora;
+using adalora::testing::backends_under_test;
+
+namespace {
+
+std::vector<float> random_vector(std::size_t n, unsigned seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+template <class B>
+struct device_copy {
+  B& backend;
+  buffer_t<B, float> buf;
+  device_copy(B& b, const std::vector<float>& host) : backend(b), buf(b.template allocate<float>(host.size())) {
+    b.copy_from_host(host.data(), host.size(), buf.data());
+  }
+  std::vector<float> host(std::size_t n) const {
+    std::vector<float> h(n);
+    backend.copy_to_host(buf.data(), n, h.data());
+    return h;
+  }
+};
+
+/// Writes i * 2 + 1 into out[i].
+struct iota_fn {
+  float* out;
+  ADALORA_HOST_DEVICE void operator()(std::size_t i) const noexcept { out[i] = static_cast<float>(2 * i + 1); }
+};
+struct is_negative_fn {
+  const float* v;
+  ADALORA_HOST_DEVICE bool operator()(std::size_t i) const noexcept { return v[i] < 0.0f; }
+};
+struct square_fn {
+  const float* v;
+  ADALORA_HOST_DEVICE float operator()(std::size_t i) const noexcept { return v[i] * v[i]; }
+};
+
+void require_close(const std::vector<float>& got, const std::vector<double>& expect, double rtol, double atol) {
+  REQUIRE(got.size() == expect.size());
+  std::size_t worst = 0;
+  double worst_err = -1;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const double err = std::fabs(got[i] - expect[i]) - rtol * std::fabs(expect[i]);
+    if (err > worst_err) worst_err = err, worst = i;
+  }
+  INFO("worst element " << worst << ": expected " << expect[worst] << ", got " << got[worst]);
+  REQUIRE(worst_err <= atol);
+}
+
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("buffers are zeroed; for_each, count_if and transform_sum", "[backend]",
+                        backends_under_test) {
+  TestType b{};
+  auto buf = b.template allocate<float>(37);
+  std::vector<float> h(37, 1.0f);
+  b.copy_to_host(buf.data(), 37, h.data());
+  REQUIRE(std::all_of(h.begin(), h.end(), [](float x) { return x == 0.0f; }));
+  b.for_each(37, iota_fn{buf.data()});
+  b.copy_to_host(buf.data(), 37, h.data());
+  for (std::size_t i = 0; i < 37; ++i) REQUIRE(h[i] == static_cast<float>(2 * i + 1));
+
+  const auto v = random_vector(1001, 3);
+  device_copy<TestType> d(b, v);
+  const auto negatives = static_cast<std::size_t>(std::count_if(v.begin(), v.end(), [](float x) { return x < 0; }));
+  REQUIRE(negatives > 100);
+  REQUIRE(b.count_if(v.size(), is_negative_fn{d.buf.data()}) == negatives);
+  double sq = 0;
+  for (float x : v) sq += double(x) * x;
+  REQUIRE(b.transform_sum(v.size(), square_fn{d.buf.data()}) == Approx(sq).epsilon(1e-6));
+  REQUIRE(b.transform_sum(0, square_fn{d.buf.data()}) == 0.0);
+
+  auto idx = b.template allocate<std::size_t>(5);
+  const std::vector<std::size_t> hi = {4, 0, 99, 7, 1};
+  b.copy_from_host(hi.data(), 5, idx.data());
+  std::vector<std::size_t> back(5);
+  b.copy_to_host(idx.data(), 5, back.data());
+  REQUIRE(back == hi);
+}
+
+TEMPLATE_LIST_TEST_CASE("row and column means and sums", "[backend]", backends_under_test) {
+  TestType b{};
+  for (auto [rows, cols] : {std::pair<std::size_t, std::size_t>{7, 13}, {1, 300}, {300, 1}, {64, 64}}) {
+    const auto m = random_vector(rows * cols, static_cast<unsigned>(rows * 31 + cols));
+    device_copy<TestType> d(b, m);
+    std::vector<double> rm(rows, 0.0), cm(cols, 0.0);
+    for (std::size_t i = 0; i < rows; ++i)
+      for (std::size_t j = 0; j < cols; ++j) {
+        rm[i] += m[i * cols + j];
+        cm[j] += m[i * cols + j];
+      }
+    std::vector<double> rmean(rm), cmean(cm);
+    for (auto& x : rmean) x /= static_cast<double>(cols);
+    for (auto& x : cmean) x /= static_cast<double>(rows);
+    auto out_r = b.template allocate<float>(rows);
+    auto out_c = b.template allocate<float>(cols);
+    b.row_means(d.buf.data(), rows, cols, out_r.data());
+    b.col_means(d.buf.data(), rows, cols, out_c.data());
+    std::vector<float> hr(rows), hc(cols);
+    b.copy_to_host(out_r.data(), rows, hr.data());
+    b.copy_to_host(out_c.data(), cols, hc.data());
+    require_close(hr, rmean, 1e-5, 1e-6);
+    require_close(hc, cmean, 1e-5, 1e-6);
+    b.col_sums(d.buf.data(), rows, cols, out_c.data());
+    b.copy_to_host(out_c.data(), cols, hc.data());
+    require_close(hc, cm, 1e-5, 1e-5);
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("k-th smallest", "[backend]", backends_under_test) {
+  TestType b{};
+  auto v = random_vector(513, 9);
+  v[10] = v[20] = v[30] = 0.25f;  // ties
+  device_copy<TestType> d(b, v);
+  auto sorted = v;
+  std::sort(sorted.begin(), sorted.end());
+  for (std::size_t k : {std::size_t{1}, std::size_t{2}, std::size_t{100}, std::size_t{256}, std::size_t{513}})
+    REQUIRE(b.kth_smallest(d.buf.data(), v.size(), k) == sorted[k - 1]);
+  REQUIRE(d.host(v.size()) == v);  // the input is left as it was
+}
+
+TEMPLATE_LIST_TEST_CASE("gemm in all four transposition cases, with strides and beta", "[backend]",
+                        backends_under_test) {
+  TestType b{};
+  const std::size_t m = 9, n = 7, k = 11, pad = 3;
+  for (transpose ta : {transpose::no, transpose::yes})
+    for (transpose tb : {transpose::no, transpose::yes})
+      for (float beta : {0.0f, 0.5f}) {
+        const std::size_t a_rows = ta == transpose::no ? m : k, a_cols = ta == transpose::no ? k : m;
+        const std::size_t b_rows = tb == transpose::no ? k : n, b_cols = tb == transpose::no ? n : k;
+        const std::size_t lda = a_cols + pad, ldb = b_cols + pad, ldc = n + pad;
+        const auto A = random_vector(a_rows * lda, 1), Bm = random_vector(b_rows * ldb, 2);
+        auto C = random_vector(m * ldc, 3);
+        if (beta == 0.0f) C[0] = std::nanf("");  // must not be read
+        auto a_at = [&](std::size_t i, std::size_t p) { return ta == transpose::no ? A[i * lda + p] : A[p * lda + i]; };
+        auto b_at = [&](std::size_t p, std::size_t j) { return tb == transpose::no ? Bm[p * ldb + j] : Bm[j * ldb + p]; };
+        std::vector<double> expect(m * ldc);
+        for (std::size_t i = 0; i < m; ++i)
+          for (std::size_t j = 0; j < ldc; ++j) {
+            if (j >= n) {
+              expect[i * ldc + j] = C[i * ldc + j];  // padding untouched
+              continue;
+            }
+            double s = 0;
+            for (std::size_t p = 0; p < k; ++p) s += double(a_at(i, p)) * b_at(p, j);
+            expect[i * ldc + j] = 1.5 * s + (beta == 0.0f ? 0.0 : double(beta) * C[i * ldc + j]);
+          }
+        device_copy<TestType> dA(b, A), dB(b, Bm), dC(b, C);
+        b.gemm(ta, tb, m, n, k, 1.5f, dA.buf.data(), lda, dB.buf.data(), ldb, beta, dC.buf.data(), ldc);
+        INFO("op_a " << (ta == transpose::yes) << " op_b " << (tb == transpose::yes) << " beta " << beta);
+        require_close(dC.host(m * ldc), expect, 1e-5, 1e-5);
+      }
+}
