@@ -4,9 +4,21 @@
 #include <tuple>
 
 #include "adalora/backends/eigen/eigen_backend.hpp"
+#if defined(ADALORA_TEST_XTENSOR)
+#include "adalora/backends/xtensor/xtensor_backend.hpp"
+#define ADALORA_XTENSOR_BACKENDS , adalora::xtensor_backend
+#else
+#define ADALORA_XTENSOR_BACKENDS
+#endif
+#if defined(ADALORA_TEST_THRUST)
+#include "adalora/backends/thrust/thrust_backend.hpp"
+#define ADALORA_THRUST_BACKENDS , adalora::thrust_cpp_backend, adalora::thrust_omp_backend
+#else
+#define ADALORA_THRUST_BACKENDS
+#endif
 
 namespace adalora::testing {
 
-using backends_under_test = std::tuple<adalora::eigen_backend>;
+using backends_under_test = std::tuple<adalora::eigen_backend ADALORA_XTENSOR_BACKENDS ADALORA_THRUST_BACKENDS>;
 
 }  // namespace adalora::testing

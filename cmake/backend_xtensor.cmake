@@ -1,0 +1,1 @@
+# The xtensor backend (adalora::xtensor): added when xtensor is found.
