@@ -14,6 +14,7 @@
 #include "adalora/backends/eigen/eigen_backend.hpp"
 #include "adalora/io/safetensors.hpp"
 #include "adalora/validate/alloc_trace.hpp"
+#include "adalora/validate/layer_trace.hpp"
 
 namespace {
 
@@ -37,7 +38,7 @@ trace_result replay(const std::string& path, const std::string& backend) {
   if (fmt->second == "adalora-trace/alloc/1") {
     if (backend == "eigen") return adalora::validate::replay_alloc_trace(file, adalora::eigen_backend{});
   } else if (fmt->second == "adalora-trace/layer/1") {
-    return {trace_result::status::unsupported, "layer traces are not supported yet", 0};
+    if (backend == "eigen") return adalora::validate::replay_layer_trace(file, adalora::eigen_backend{});
   } else {
     throw adalora::format_error("unknown trace format '" + fmt->second + "'");
   }
@@ -86,7 +87,8 @@ int main(int argc, char** argv) {
       switch (r.outcome) {
         case trace_result::status::passed:
           ++passed;
-          std::cout << "PASS " << shown << " (" << r.checked << " steps, backend " << backend << ")\n";
+          std::cout << "PASS " << shown << " (" << r.checked << (r.kind == "layer" ? " cases" : " steps")
+                    << ", backend " << backend << ")\n";
           break;
         case trace_result::status::failed:
           ++failed;

@@ -137,6 +137,7 @@ trace_result replay_alloc_trace(const io::safetensors_file& file, B backend = B{
   }
 
   trace_result result;
+  result.kind = "alloc";
   std::vector<float> got, expected;
   for (const auto& s : steps) {
     const std::int64_t t = require_field(s, "t", "a step").get<std::int64_t>();

@@ -11,8 +11,9 @@ struct trace_result {
   status outcome = status::passed;
   std::string detail;        ///< the first mismatch ("step 12, adapter x, lora_E[3]: expected 0.5, got 0"), or why
   std::size_t checked = 0;   ///< steps (or cases) compared
+  std::string kind;          ///< "alloc" or "layer"
 
-  static trace_result fail(std::string why) { return {status::failed, std::move(why), 0}; }
+  static trace_result fail(std::string why) { return {status::failed, std::move(why), 0, {}}; }
   bool passed() const noexcept { return outcome == status::passed; }
 };
 
