@@ -1,4 +1,4 @@
-// Host+device float helpers (absolute value, finiteness) with the same results on CPU and GPU.
+// Host+device float helpers (absolute value, square root, finiteness) with the same results on CPU and GPU.
 #pragma once
 
 #include <cmath>
@@ -20,6 +20,14 @@ ADALORA_HOST_DEVICE inline bool is_finite_f(float x) noexcept {
   return isfinite(x);
 #else
   return std::isfinite(x);
+#endif
+}
+
+ADALORA_HOST_DEVICE inline float sqrt_f(float x) noexcept {
+#if defined(__CUDA_ARCH__)
+  return sqrtf(x);
+#else
+  return std::sqrt(x);
 #endif
 }
 
