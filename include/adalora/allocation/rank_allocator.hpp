@@ -14,6 +14,7 @@
 
 #include "adalora/adapters/svd_adapter_views.hpp"
 #include "adalora/allocation/allocation_phase.hpp"
+#include "adalora/allocation/allocator_state.hpp"
 #include "adalora/allocation/allocator_kernels.hpp"
 #include "adalora/backends/backend.hpp"
 #include "adalora/core/config.hpp"
@@ -187,6 +188,80 @@ public:
     if (scores_host_.empty()) return {};
     const auto first = scores_host_.begin() + static_cast<std::ptrdiff_t>(e.score_offset);
     return std::vector<float>(first, first + static_cast<std::ptrdiff_t>(e.views.rank()));
+  }
+
+  // ---- checkpoint and resume -------------------------------------------------------------------------------
+
+  /// A host copy of the whole state (see io/allocator_checkpoint.hpp to store it).
+  allocator_state save_state() const {
+    allocator_state s;
+    s.config = config_;
+    s.metric = M::name;
+    s.schedule = S::name;
+    for (const auto& e : adapters_)
+      s.adapters.push_back({e.name, e.views.rank(), e.views.in_features(), e.views.out_features()});
+    s.last_step = last_step_;
+    s.budget = budget_;
+    s.threshold = threshold_;
+    s.frozen = frozen_;
+    s.importance_live = state_live_;
+    if (state_live_) {
+      s.importance.resize(M::state_count * total_elements_);
+      backend_.copy_to_host(state_.data(), s.importance.size(), s.importance.data());
+    }
+    s.keep = keep_host_;
+    s.scores = scores_host_;
+    return s;
+  }
+
+  /// Restores a state saved from an allocator with the same config, metric, schedule and adapters (names and
+  /// shapes, in registration order). Throws usage_error naming the first difference, before changing anything.
+  void restore_state(const allocator_state& s) {
+    const std::string where = "restore_state: the checkpoint does not match this allocator: ";
+    const auto& a = s.config;
+    const auto& c = config_;
+    if (a.init_r != c.init_r || a.target_r != c.target_r || a.tinit != c.tinit || a.tfinal != c.tfinal ||
+        a.deltaT != c.deltaT || a.beta1 != c.beta1 || a.beta2 != c.beta2 || a.total_step != c.total_step)
+      throw usage_error(where + "the configs differ (init_r, target_r, tinit, tfinal, deltaT, beta1, beta2 or "
+                                "total_step)");
+    if (s.metric != M::name) throw usage_error(where + "metric '" + s.metric + "' vs '" + M::name + "'");
+    if (s.schedule != S::name) throw usage_error(where + "schedule '" + s.schedule + "' vs '" + S::name + "'");
+    if (s.adapters.size() != adapters_.size())
+      throw usage_error(where + std::to_string(s.adapters.size()) + " adapters vs " +
+                        std::to_string(adapters_.size()) + " registered");
+    for (std::size_t i = 0; i < adapters_.size(); ++i) {
+      const auto& e = adapters_[i];
+      const allocator_state::adapter_shape mine{e.name, e.views.rank(), e.views.in_features(),
+                                                e.views.out_features()};
+      if (!(s.adapters[i] == mine))
+        throw usage_error(where + "adapter " + std::to_string(i) + " is '" + s.adapters[i].name + "' (r " +
+                          std::to_string(s.adapters[i].r) + ", in " + std::to_string(s.adapters[i].in) + ", out " +
+                          std::to_string(s.adapters[i].out) + ") in the checkpoint but '" + e.name + "' (r " +
+                          std::to_string(mine.r) + ", in " + std::to_string(mine.in) + ", out " +
+                          std::to_string(mine.out) + ") here");
+    }
+    const auto b0 = static_cast<std::size_t>(initial_budget_);
+    if ((s.importance_live && s.importance.size() != M::state_count * total_elements_) ||
+        (!s.keep.empty() && s.keep.size() != b0) || (!s.scores.empty() && s.scores.size() != b0) ||
+        (s.frozen && s.keep.empty()))
+      throw usage_error(where + "its importance, pattern or score arrays have the wrong sizes");
+    // all checks passed: replace the state
+    prepare();
+    if (s.importance_live) {
+      state_ = backend_.template allocate<float>(s.importance.size());
+      backend_.copy_from_host(s.importance.data(), s.importance.size(), state_.data());
+    } else {
+      state_ = buffer_t<B, float>{};
+    }
+    state_live_ = s.importance_live;
+    keep_host_ = s.keep;
+    scores_host_ = s.scores;
+    if (!keep_host_.empty()) backend_.copy_from_host(keep_host_.data(), b0, keep_.data());
+    if (!scores_host_.empty()) backend_.copy_from_host(scores_host_.data(), b0, scores_.data());
+    last_step_ = s.last_step;
+    budget_ = s.budget;
+    threshold_ = s.threshold;
+    frozen_ = s.frozen;
   }
 
 private:

@@ -1,0 +1,138 @@
+// Checkpoint and resume: an allocator interrupted at any step and resumed gives bit-identical λ, masks, patterns.
+#include <catch2/catch.hpp>
+
+#include <cstring>
+#include <filesystem>
+
+#include "adalora/allocation/rank_allocator.hpp"
+#include "adalora/io/allocator_checkpoint.hpp"
+#include "adalora/schedules/linear.hpp"
+#include "support/adapter_fixture.hpp"
+#include "support/backends_under_test.hpp"
+
+using namespace adalora;
+using adalora::testing::adapter_fixture;
+using adalora::testing::backends_under_test;
+
+namespace {
+adalora_config resume_config() {
+  adalora_config c;
+  c.init_r = 5;
+  c.target_r = 2;
+  c.tinit = 4;
+  c.tfinal = 6;
+  c.total_step = 30;
+  c.deltaT = 3;
+  c.beta1 = 0.8;
+  c.beta2 = 0.9;
+  return c;
+}
+const std::vector<adalora::testing::adapter_shape> shapes = {{5, 9, 7}, {5, 4, 12}, {5, 8, 8}};
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("a resumed run is bit-identical to an uninterrupted one", "[checkpoint]",
+                        backends_under_test) {
+  const auto cfg = resume_config();
+  const auto dir = std::filesystem::temp_directory_path();
+  // interruption points: warm-up, budgeting (on and off mask steps), the step before the final one, the final
+  // phase itself, and before any step at all
+  for (std::int64_t stop : {-1, 2, 9, 10, 23, 24, 27}) {
+    INFO("interrupted after step " << stop);
+    adapter_fixture<TestType> whole(TestType{}, shapes, 55), split(TestType{}, shapes, 55);
+    rank_allocator<TestType> a(cfg);
+    auto b = std::make_unique<rank_allocator<TestType>>(cfg);
+    for (std::size_t k = 0; k < shapes.size(); ++k) {
+      a.add_adapter(whole.name(k), whole.views(k));
+      b->add_adapter(split.name(k), split.views(k));
+    }
+    const auto path = dir / ("adalora-resume-" + std::to_string(stop) + ".safetensors");
+    for (std::int64_t t = 0; t < cfg.total_step + 3; ++t) {
+      if (t == stop + 1) {
+        io::save_checkpoint(*b, path);
+        b = std::make_unique<rank_allocator<TestType>>(cfg);  // the process dies; a new one starts
+        for (std::size_t k = 0; k < shapes.size(); ++k) b->add_adapter(split.name(k), split.views(k));
+        io::load_checkpoint(*b, path);
+        REQUIRE(b->last_step() == a.last_step());
+      }
+      whole.perturb();
+      split.perturb();
+      whole.upload();
+      split.upload();
+      const auto ra = a.step(t);
+      const auto rb = b->step(t);
+      REQUIRE(ra.budget == rb.budget);
+      REQUIRE(ra.masked == rb.masked);
+      REQUIRE(ra.threshold == rb.threshold);
+      for (std::size_t k = 0; k < shapes.size(); ++k) {
+        REQUIRE(same_bits(whole.lambda(k), split.lambda(k)));
+        REQUIRE(a.rank_pattern(whole.name(k)) == b->rank_pattern(split.name(k)));
+        REQUIRE(same_bits(a.triplet_scores(whole.name(k)), b->triplet_scores(split.name(k))));
+      }
+    }
+    REQUIRE(b->pattern_frozen());
+    std::filesystem::remove(path);
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("a checkpoint of other adapters or another config is refused", "[checkpoint]",
+                        backends_under_test) {
+  const auto cfg = resume_config();
+  adapter_fixture<TestType> fx(TestType{}, shapes, 1);
+  rank_allocator<TestType> a(cfg);
+  for (std::size_t k = 0; k < shapes.size(); ++k) a.add_adapter(fx.name(k), fx.views(k));
+  fx.perturb();
+  fx.upload();
+  a.step(0);
+  const auto state = a.save_state();
+
+  auto other_cfg = cfg;
+  other_cfg.deltaT = 4;
+  rank_allocator<TestType> b(other_cfg);
+  for (std::size_t k = 0; k < shapes.size(); ++k) b.add_adapter(fx.name(k), fx.views(k));
+  REQUIRE_THROWS_WITH(b.restore_state(state), Catch::Contains("the configs differ"));
+  REQUIRE_FALSE(b.last_step().has_value());  // unchanged
+
+  rank_allocator<TestType> c(cfg);
+  c.add_adapter(fx.name(1), fx.views(1));
+  c.add_adapter(fx.name(0), fx.views(0));
+  c.add_adapter(fx.name(2), fx.views(2));
+  REQUIRE_THROWS_WITH(c.restore_state(state), Catch::Contains("adapter 0 is 'layers.0.q'"));
+
+  rank_allocator<TestType, sensitivity_uncertainty, linear_schedule> d(cfg);
+  for (std::size_t k = 0; k < shapes.size(); ++k) d.add_adapter(fx.name(k), fx.views(k));
+  REQUIRE_THROWS_WITH(d.restore_state(state), Catch::Contains("schedule 'cubic' vs 'linear'"));
+}
+
+TEST_CASE("malformed checkpoints are format errors", "[checkpoint]") {
+  allocator_state s;
+  s.config = resume_config();
+  s.metric = "sensitivity_uncertainty";
+  s.schedule = "cubic";
+  s.adapters = {{"a", 2, 3, 4}};
+  s.keep = {1, 0};
+  s.scores = {0.5f, 0.25f};
+  s.threshold = 0.25f;
+  s.last_step = 7;
+  const auto bytes = io::allocator_checkpoint_bytes(s);
+  const auto back = io::read_allocator_checkpoint(io::safetensors_file::parse(bytes));
+  REQUIRE(back.adapters == s.adapters);
+  REQUIRE(back.keep == s.keep);
+  REQUIRE(back.threshold == s.threshold);
+  REQUIRE(back.last_step == s.last_step);
+
+  io::safetensors_writer w;
+  w.add_metadata("format", "adalora-trace/alloc/1");
+  REQUIRE_THROWS_WITH(io::read_allocator_checkpoint(io::safetensors_file::parse(w.to_bytes())),
+                      Catch::Contains("not an allocator checkpoint"));
+  io::safetensors_writer w2;
+  w2.add_metadata("format", io::allocator_checkpoint_format);
+  w2.add_metadata("config", "{\"init_r\": 4}");
+  w2.add_metadata("adapters", "[]");
+  w2.add_metadata("progress", "{}");
+  REQUIRE_THROWS_WITH(io::read_allocator_checkpoint(io::safetensors_file::parse(w2.to_bytes())),
+                      Catch::Contains("a field is missing or has the wrong type"));
+}
