@@ -1,0 +1,83 @@
+// The validation API: every backend of the build against the Eigen reference, and a deliberate difference caught.
+#include <catch2/catch.hpp>
+
+#include <random>
+
+#include "adalora/validate/backend_comparison.hpp"
+#include "support/backends_under_test.hpp"
+
+using namespace adalora;
+using adalora::testing::backends_under_test;
+
+namespace {
+std::vector<float> randn(std::size_t n, std::mt19937& rng, float scale = 1.0f) {
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+/// A backend that is Eigen except for a wrong row mean: what validation must catch.
+struct skewed_backend : eigen_backend {
+  static constexpr const char* name = "skewed";
+  void row_means(const float* m, std::size_t rows, std::size_t cols, float* out) const {
+    eigen_backend::row_means(m, rows, cols, out);
+    for (std::size_t i = 0; i < rows; ++i) out[i] *= 1.5f;
+  }
+};
+static_assert(Backend<skewed_backend>);
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("each backend agrees with the Eigen reference", "[validate]", backends_under_test) {
+  adalora_config cfg;
+  cfg.init_r = 6;
+  cfg.target_r = 2;
+  cfg.tinit = 2;
+  cfg.tfinal = 4;
+  cfg.total_step = 20;
+  cfg.deltaT = 2;
+  validate::allocator_comparison<eigen_backend, TestType> cmp(cfg);
+  const std::vector<std::array<std::size_t, 3>> shapes = {{6, 20, 12}, {6, 8, 30}, {6, 16, 16}};
+  for (std::size_t k = 0; k < shapes.size(); ++k) cmp.add_adapter("m" + std::to_string(k), shapes[k][0], shapes[k][1], shapes[k][2]);
+  std::mt19937 rng(5);
+  for (std::int64_t t = 0; t < 24; ++t) {
+    for (std::size_t k = 0; k < shapes.size(); ++k) {
+      const auto [r, in, out] = shapes[k];
+      cmp.set_inputs("m" + std::to_string(k), randn(r * in, rng), randn(r, rng), randn(out * r, rng),
+                     randn(r * in, rng), randn(r, rng), randn(out * r, rng));
+    }
+    cmp.step(t);
+  }
+  INFO(cmp.report().to_string());
+  REQUIRE(cmp.report().masks_agree);
+  REQUIRE(cmp.report().find("triplet scores")->compared > 100);
+  REQUIRE(cmp.report().within(1e-5));
+
+  std::mt19937 rng2(8);
+  const std::size_t in = 24, out = 18, r = 5, batch = 7;
+  const auto rep = validate::compare_adapter_passes<eigen_backend, TestType>(
+      in, out, r, 10.0f, randn(r * in, rng2), randn(r, rng2), randn(out * r, rng2), randn(batch * in, rng2),
+      randn(batch * out, rng2));
+  INFO(rep.to_string());
+  REQUIRE(rep.find("grad_x")->compared == batch * in);
+  REQUIRE(rep.within(1e-5));
+}
+
+TEST_CASE("a backend that computes wrong scores is caught", "[validate]") {
+  adalora_config cfg;
+  cfg.init_r = 4;
+  cfg.target_r = 1;
+  cfg.total_step = 10;
+  validate::allocator_comparison<eigen_backend, skewed_backend> cmp(cfg);
+  cmp.add_adapter("a", 4, 10, 6);
+  cmp.add_adapter("b", 4, 10, 6);
+  std::mt19937 rng(1);
+  for (std::int64_t t = 0; t < 8; ++t) {
+    for (const char* n : {"a", "b"})
+      cmp.set_inputs(n, randn(40, rng), randn(4, rng), randn(24, rng), randn(40, rng), randn(4, rng), randn(24, rng));
+    cmp.step(t);
+  }
+  REQUIRE(cmp.report().find("triplet scores")->max_rel > 1e-2);
+  REQUIRE_FALSE(cmp.report().within(1e-5));
+  REQUIRE_THROWS_AS(cmp.set_inputs("a", {}, {}, {}, {}, {}, {}), shape_error);
+}
