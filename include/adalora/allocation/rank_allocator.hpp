@@ -404,7 +404,9 @@ private:
   // Triplet scores, the budget's threshold, Λ masked in place, the pattern copied to the host.
   std::optional<float> select_and_mask(std::int64_t budget) {
     const auto b0 = static_cast<std::size_t>(initial_budget_);
-    auto element_scores = backend_.template allocate<float>(total_elements_);
+    if (element_scores_.size() != total_elements_)  // kept between selections: allocating it costs a full pass
+      element_scores_ = backend_.template allocate<float>(total_elements_);
+    auto& element_scores = element_scores_;
     backend_.for_each(total_elements_,
                       detail::element_score_fn<M>{metric_, state_.data(), total_elements_, element_scores.data()});
     for (const auto& e : adapters_) {
@@ -443,6 +445,7 @@ private:
 
   void release_importance() {
     state_ = buffer_t<B, float>{};
+    element_scores_ = buffer_t<B, float>{};
     state_live_ = false;
   }
 
@@ -460,6 +463,7 @@ private:
   buffer_t<B, float> scores_{}, mean_q_{}, mean_p_{};
   buffer_t<B, std::uint8_t> keep_{};
   buffer_t<B, float> state_{};
+  buffer_t<B, float> element_scores_{};
   bool state_live_ = false;
 
   std::vector<float> scores_host_;

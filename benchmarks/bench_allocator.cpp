@@ -1,0 +1,581 @@
+// bench_allocator: rank_allocator::step per backend on DeBERTa-v3-base- and LLaMA-7B-shaped adapter sets, in bytes/s
+// next to the machine's copy bandwidth measured in the same run.
+//
+// Benchmarks (names are what --benchmark_filter matches):
+//   bandwidth/copy/threads:N            memcpy of 256 MiB (bytes = read + written)
+//   bandwidth/update_pattern/threads:N  read 2 streams, read+write 2 streams: the importance update's pattern
+//   step/update/<set>/<backend>         allocator.step(t) in the warm-up phase: checks + importance update
+//   step/mask/<set>/<backend>           allocator.step(t) on a mask step: + scores, threshold, mask
+//   parts/check/<set>/<backend>         only the non-finite pre-check step() runs over θ and g
+//   parts/update/<set>/<backend>        only the importance update kernels (one for_each per tensor)
+//   parts/update_raw/<set>/<backend>    the same update through a raw-pointer functor (proposal check)
+//   parts/means_one_pass/<set>/<backend> all triplet means in one for_each over b0 (proposal check)
+//   parts/alloc_scores/<set>/<backend>  only the per-mask-step allocation of the zero-filled element-score buffer
+//   parts/element_scores/<set>/<backend> only the element score pass (Ī·Ū into a buffer)
+//   parts/means/<set>/<backend>         only the row/col means of every adapter's Q and P score blocks
+//   fused/update|mask/<set>/threads:N   a hand-written single pass (update + finiteness flag [+ triplet sums]) that
+//                                       shows what the memory system allows; not the library
+// <set> is deberta (72 adapters, 2.0 M elements per plane) or llama (224 adapters, 30 M elements per plane,
+// ~1.2 GB in all). Quick run: --benchmark_filter=deberta. The LLaMA set is built only when one of its benchmarks runs.
+//
+// Counters: bytes = bytes per second the step must move at least (θ and g read, both EMA planes read and written,
+// 24 B per element; + the b0 triplet scores and λ on mask steps); moved = bytes per second the implementation's
+// passes move as written (see moved_bytes()); threads = threads the work ran on. For parts/*, bytes = what that
+// one pass reads and writes.
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "adalora/adalora.hpp"
+#include "adalora/allocation/allocator_kernels.hpp"
+#include "bench_common.hpp"
+
+namespace {
+
+constexpr std::size_t init_r = 12;
+
+struct adapter_shape {
+  std::string name;
+  std::size_t in, out;
+};
+
+/// DeBERTa-v3-base: 12 layers × {query, key, value, attention.output.dense (768 × 768), intermediate.dense
+/// (768 → 3072), output.dense (3072 → 768)}: 72 adapters.
+std::vector<adapter_shape> deberta_shapes() {
+  std::vector<adapter_shape> s;
+  for (int l = 0; l < 12; ++l) {
+    const std::string p = "deberta.encoder.layer." + std::to_string(l) + ".";
+    for (const char* m : {"attention.self.query_proj", "attention.self.key_proj", "attention.self.value_proj",
+                          "attention.output.dense"})
+      s.push_back({p + m, 768, 768});
+    s.push_back({p + "intermediate.dense", 768, 3072});
+    s.push_back({p + "output.dense", 3072, 768});
+  }
+  return s;
+}
+
+/// LLaMA-7B: 32 layers × {q, k, v, o (4096 × 4096), gate, up (4096 → 11008), down (11008 → 4096)}: 224 adapters.
+std::vector<adapter_shape> llama_shapes() {
+  std::vector<adapter_shape> s;
+  for (int l = 0; l < 32; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    for (const char* m : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"})
+      s.push_back({p + m, 4096, 4096});
+    s.push_back({p + "mlp.gate_proj", 4096, 11008});
+    s.push_back({p + "mlp.up_proj", 4096, 11008});
+    s.push_back({p + "mlp.down_proj", 11008, 4096});
+  }
+  return s;
+}
+
+/// The trainer's tensors of one adapter set: every adapter's A (r × in), E (r), B (out × r) back to back in one
+/// host array, and the gradients likewise. Built once per program run, shared by every backend (all host memory).
+struct adapter_set {
+  std::string name;
+  std::vector<adapter_shape> shapes;
+  std::vector<std::size_t> offset;  // of adapter k's A in params/grads
+  std::vector<float> params, grads;
+  std::size_t elements = 0;
+
+  adapter_set(std::string n, std::vector<adapter_shape> s) : name(std::move(n)), shapes(std::move(s)) {
+    for (const auto& a : shapes) {
+      offset.push_back(elements);
+      elements += init_r * (a.in + 1 + a.out);
+    }
+    params.resize(elements);
+    grads.resize(elements);
+    for (std::size_t k = 0; k < shapes.size(); ++k) {
+      const auto& a = shapes[k];
+      float* p = params.data() + offset[k];
+      bench::fill_uniform(p, init_r * a.in, -0.035f, 0.035f, 3 * k + 1);                      // Q ~ PEFT's N(0, 0.02²)
+      bench::fill_uniform(p + init_r * a.in, init_r, -0.1f, 0.1f, 3 * k + 2);                 // λ, already trained
+      bench::fill_uniform(p + init_r * (a.in + 1), a.out * init_r, -0.035f, 0.035f, 3 * k + 3);  // P
+    }
+    bench::fill_uniform(grads.data(), elements, -1e-3f, 1e-3f, 99);
+  }
+
+  std::size_t adapters() const { return shapes.size(); }
+  std::size_t b0() const { return init_r * shapes.size(); }
+
+  adalora::svd_adapter_views<float> views(std::size_t k) {
+    const auto& a = shapes[k];
+    float* p = params.data() + offset[k];
+    const float* g = grads.data() + offset[k];
+    return {adalora::make_matrix_view(p, init_r, a.in),
+            adalora::make_vector_view(p + init_r * a.in, init_r),
+            adalora::make_matrix_view(p + init_r * (a.in + 1), a.out, init_r),
+            adalora::make_matrix_view(g, init_r, a.in),
+            adalora::make_vector_view(g + init_r * a.in, init_r),
+            adalora::make_matrix_view(g + init_r * (a.in + 1), a.out, init_r)};
+  }
+
+  static adapter_set& get(const std::string& which) {
+    // at most one set alive: the LLaMA set is large, and a filtered run never builds the other
+    static std::unique_ptr<adapter_set> current;
+    if (!current || current->name != which)
+      current.reset(), current = std::make_unique<adapter_set>(which, which == "llama" ? llama_shapes() : deberta_shapes());
+    return *current;
+  }
+};
+
+/// The least a step must move: θ and g read, the two EMA planes read and written (24 B per element); a mask step
+/// also writes the b0 triplet scores and reads/writes λ.
+double required_bytes(const adapter_set& s, bool mask) {
+  double b = 24.0 * static_cast<double>(s.elements);
+  if (mask) b += 12.0 * static_cast<double>(s.b0());
+  return b;
+}
+
+/// What rank_allocator::step moves as written (per element of the arena, ignoring the b0-sized work):
+///   check_inputs: count_if over θ and over g                                              8 B
+///   update_importance: read θ, g, both EMA planes; write both EMA planes                  24 B
+///   mask steps, select_and_mask: a fresh element_scores buffer zero-filled (4 B written), element_score_fn (8 B
+///   read, 4 B written), row_means/col_means read it again (4 B)                          +20 B
+double moved_bytes(const adapter_set& s, bool mask) {
+  return (mask ? 52.0 : 32.0) * static_cast<double>(s.elements);
+}
+
+void set_byte_counters(benchmark::State& st, double required, double moved, int threads) {
+  using benchmark::Counter;
+  st.counters["bytes"] = Counter(required, Counter::kIsIterationInvariantRate, Counter::OneK::kIs1000);
+  if (moved > 0) st.counters["moved"] = Counter(moved, Counter::kIsIterationInvariantRate, Counter::OneK::kIs1000);
+  st.counters["threads"] = threads;
+}
+
+/// A config whose steps from `first_step` on are all update-only (warm-up) or all mask steps (budgeting,
+/// deltaT = 1, budget about bT + (b0 − bT)/8, so about 1/3 of the singular values are pruned each time).
+adalora::adalora_config bench_config(bool mask, std::int64_t& first_step) {
+  adalora::adalora_config c;
+  c.init_r = static_cast<std::int64_t>(init_r);
+  c.target_r = 8;
+  c.deltaT = 1;
+  c.total_step = std::int64_t{1} << 41;
+  c.tfinal = 0;
+  if (mask) {
+    c.tinit = 0;
+    first_step = c.total_step / 2;
+  } else {
+    c.tinit = std::int64_t{1} << 40;
+    first_step = 0;
+  }
+  return c;
+}
+
+template <class B>
+void bm_step(benchmark::State& st, std::string set_name, bool mask) {
+  auto& s = adapter_set::get(set_name);
+  std::int64_t t = 0;
+  const auto cfg = bench_config(mask, t);
+  adalora::rank_allocator<B> alloc(cfg);
+  for (std::size_t k = 0; k < s.adapters(); ++k) alloc.add_adapter(s.shapes[k].name, s.views(k));
+  alloc.step(t++);  // the first step allocates the importance state; not timed
+  for (auto _ : st) {
+    const auto rep = alloc.step(t++);
+    benchmark::DoNotOptimize(rep);
+    if (mask && !rep.masked) st.SkipWithError("expected a mask step");
+  }
+  set_byte_counters(st, required_bytes(s, mask), moved_bytes(s, mask), bench::backend_threads<B>());
+}
+
+/// What check_inputs() runs: one count_if per parameter and per gradient view.
+template <class B>
+void bm_part_check(benchmark::State& st, std::string set_name) {
+  auto& s = adapter_set::get(set_name);
+  B backend;
+  std::vector<adalora::svd_adapter_views<float>> v;
+  for (std::size_t k = 0; k < s.adapters(); ++k) v.push_back(s.views(k));
+  auto count = [&](const auto& view) {
+    using V = std::remove_cvref_t<decltype(view)>;
+    return backend.count_if(view.size(), adalora::detail::non_finite_fn<V>{adalora::detail::flat_accessor<V>(view)});
+  };
+  for (auto _ : st) {
+    std::size_t bad = 0;
+    for (const auto& a : v)
+      bad += count(a.lora_A) + count(a.lora_E) + count(a.lora_B) + count(a.grad_A) + count(a.grad_E) + count(a.grad_B);
+    benchmark::DoNotOptimize(bad);
+  }
+  set_byte_counters(st, 8.0 * static_cast<double>(s.elements), 0, bench::backend_threads<B>());
+}
+
+/// What update_importance() runs: one for_each of the fused importance functor per tensor.
+template <class B>
+void bm_part_update(benchmark::State& st, std::string set_name) {
+  auto& s = adapter_set::get(set_name);
+  B backend;
+  adalora::sensitivity_uncertainty metric;
+  auto state = backend.template allocate<float>(2 * s.elements);
+  std::vector<adalora::svd_adapter_views<float>> v;
+  for (std::size_t k = 0; k < s.adapters(); ++k) v.push_back(s.views(k));
+  auto update = [&](const auto& param, const auto& grad, std::size_t base) {
+    using PV = std::remove_cvref_t<decltype(param)>;
+    using GV = std::remove_cvref_t<decltype(grad)>;
+    backend.for_each(param.size(), adalora::detail::importance_update_fn<adalora::sensitivity_uncertainty, PV, GV>{
+                                       metric, adalora::detail::flat_accessor<PV>(param),
+                                       adalora::detail::flat_accessor<GV>(grad), state.data(), s.elements, base});
+  };
+  for (auto _ : st) {
+    for (std::size_t k = 0; k < v.size(); ++k) {
+      const auto& a = v[k];
+      const std::size_t off = s.offset[k];
+      update(a.lora_A, a.grad_A, off);
+      update(a.lora_E, a.grad_E, off + a.lora_A.size());
+      update(a.lora_B, a.grad_B, off + a.lora_A.size() + a.lora_E.size());
+    }
+    benchmark::ClobberMemory();
+  }
+  set_byte_counters(st, 24.0 * static_cast<double>(s.elements), 0, bench::backend_threads<B>());
+}
+
+/// Proposal check: the same importance update with raw contiguous pointers instead of flat_accessor (whose
+/// per-element `contiguous ? data[i] : flat(i)` branch the compiler has to hoist to vectorize).
+struct raw_update_fn {
+  adalora::sensitivity_uncertainty metric;
+  const float* theta;
+  const float* grad;
+  float* ema;
+  float* unc;
+  ADALORA_HOST_DEVICE void operator()(std::size_t i) const noexcept {
+    float st[2] = {ema[i], unc[i]};
+    metric.update(theta[i], grad[i], st);
+    ema[i] = st[0];
+    unc[i] = st[1];
+  }
+};
+
+template <class B>
+void bm_part_update_raw(benchmark::State& st, std::string set_name) {
+  auto& s = adapter_set::get(set_name);
+  B backend;
+  auto state = backend.template allocate<float>(2 * s.elements);
+  adalora::sensitivity_uncertainty metric;
+  for (auto _ : st) {
+    for (std::size_t k = 0; k < s.adapters(); ++k) {  // still one call per tensor, as the library does
+      const auto& a = s.shapes[k];
+      const std::size_t off = s.offset[k];
+      const std::size_t sizes[3] = {init_r * a.in, init_r, a.out * init_r};
+      std::size_t o = off;
+      for (std::size_t n : sizes) {
+        backend.for_each(n, raw_update_fn{metric, s.params.data() + o, s.grads.data() + o, state.data() + o,
+                                          state.data() + s.elements + o});
+        o += n;
+      }
+    }
+    benchmark::ClobberMemory();
+  }
+  set_byte_counters(st, 24.0 * static_cast<double>(s.elements), 0, bench::backend_threads<B>());
+}
+
+/// Proposal check: every adapter's triplet means in one for_each over the b0 singular values (a per-singular-value
+/// table of where its Q row and P column are), summing in double; no per-element index division, one launch.
+struct triplet_means_fn {
+  const float* scores;          // element scores (the arena)
+  const std::size_t* q_offset;  // arena offset of row i of Q
+  const std::size_t* p_offset;  // arena offset of column i of P (element (0, i))
+  const std::size_t* in;
+  const std::size_t* out;
+  std::size_t r;
+  float* mean_q;
+  float* mean_p;
+  ADALORA_HOST_DEVICE void operator()(std::size_t i) const noexcept {
+    double q = 0.0, p = 0.0;
+    for (std::size_t j = 0; j < in[i]; ++j) q += static_cast<double>(scores[q_offset[i] + j]);
+    for (std::size_t o = 0; o < out[i]; ++o) p += static_cast<double>(scores[p_offset[i] + o * r]);
+    mean_q[i] = static_cast<float>(q) / static_cast<float>(in[i]);
+    mean_p[i] = static_cast<float>(p) / static_cast<float>(out[i]);
+  }
+};
+
+template <class B>
+void bm_part_means_one_pass(benchmark::State& st, std::string set_name) {
+  auto& s = adapter_set::get(set_name);
+  B backend;
+  auto scores = warm_state(backend, s);
+  const std::size_t b0 = s.b0();
+  std::vector<std::size_t> qo(b0), po(b0), in(b0), out(b0);
+  for (std::size_t k = 0; k < s.adapters(); ++k)
+    for (std::size_t c = 0; c < init_r; ++c) {
+      const std::size_t i = k * init_r + c;
+      qo[i] = s.offset[k] + c * s.shapes[k].in;
+      po[i] = s.offset[k] + init_r * (s.shapes[k].in + 1) + c;
+      in[i] = s.shapes[k].in;
+      out[i] = s.shapes[k].out;
+    }
+  auto upload = [&](const std::vector<std::size_t>& h) {
+    auto d = backend.template allocate<std::size_t>(b0);
+    backend.copy_from_host(h.data(), b0, d.data());
+    return d;
+  };
+  auto dqo = upload(qo), dpo = upload(po), din = upload(in), dout = upload(out);
+  auto mean_q = backend.template allocate<float>(b0);
+  auto mean_p = backend.template allocate<float>(b0);
+  for (auto _ : st) {
+    backend.for_each(b0, triplet_means_fn{scores.data(), dqo.data(), dpo.data(), din.data(), dout.data(), init_r,
+                                          mean_q.data(), mean_p.data()});
+    backend.synchronize();
+    benchmark::ClobberMemory();
+  }
+  set_byte_counters(st, 4.0 * static_cast<double>(s.elements), 0, bench::backend_threads<B>());
+}
+
+/// select_and_mask() starts with `backend.allocate<float>(total_elements)`: a fresh, zero-filled buffer of the
+/// arena's size on every mask step. This is that allocation (and its release) alone.
+template <class B>
+void bm_part_alloc_scores(benchmark::State& st, std::string set_name) {
+  auto& s = adapter_set::get(set_name);
+  B backend;
+  for (auto _ : st) {
+    auto buf = backend.template allocate<float>(s.elements);
+    benchmark::DoNotOptimize(buf.data());
+  }
+  set_byte_counters(st, 4.0 * static_cast<double>(s.elements), 0, bench::backend_threads<B>());
+}
+
+/// Builds an importance state with non-trivial values (one update over the set) for the score parts.
+template <class B>
+adalora::buffer_t<B, float> warm_state(B& backend, adapter_set& s) {
+  auto state = backend.template allocate<float>(2 * s.elements);
+  std::vector<float> h(2 * s.elements);
+  bench::fill_uniform(h.data(), h.size(), 1e-7f, 1e-5f, 5);
+  backend.copy_from_host(h.data(), h.size(), state.data());
+  return state;
+}
+
+/// select_and_mask()'s element score pass: element_scores[i] = Ī_i · Ū_i over the arena (into a kept buffer).
+template <class B>
+void bm_part_element_scores(benchmark::State& st, std::string set_name) {
+  auto& s = adapter_set::get(set_name);
+  B backend;
+  auto state = warm_state(backend, s);
+  auto scores = backend.template allocate<float>(s.elements);
+  adalora::sensitivity_uncertainty metric;
+  for (auto _ : st) {
+    backend.for_each(s.elements, adalora::detail::element_score_fn<adalora::sensitivity_uncertainty>{
+                                     metric, state.data(), s.elements, scores.data()});
+    benchmark::ClobberMemory();
+  }
+  set_byte_counters(st, 12.0 * static_cast<double>(s.elements), 0, bench::backend_threads<B>());
+}
+
+/// select_and_mask()'s reductions: row_means of every Q block (r × in) and col_means of every P block (out × r).
+template <class B>
+void bm_part_means(benchmark::State& st, std::string set_name) {
+  auto& s = adapter_set::get(set_name);
+  B backend;
+  auto scores = warm_state(backend, s);  // any positive values
+  auto mean_q = backend.template allocate<float>(s.b0());
+  auto mean_p = backend.template allocate<float>(s.b0());
+  for (auto _ : st) {
+    for (std::size_t k = 0; k < s.adapters(); ++k) {
+      const auto& a = s.shapes[k];
+      const std::size_t off = s.offset[k];
+      backend.row_means(scores.data() + off, init_r, a.in, mean_q.data() + k * init_r);
+      backend.col_means(scores.data() + off + init_r * (a.in + 1), a.out, init_r, mean_p.data() + k * init_r);
+    }
+    backend.synchronize();
+    benchmark::ClobberMemory();
+  }
+  set_byte_counters(st, 4.0 * static_cast<double>(s.elements), 0, bench::backend_threads<B>());
+}
+
+// ---- a fused single pass, to show what the memory system allows ----------------------------------------------
+
+/// The importance update of n contiguous elements (same float operations and order as sensitivity_uncertainty),
+/// writing each element's score Ī·Ū to `score` (a small, cache-resident buffer) and counting non-finite θ or g.
+inline std::size_t fused_chunk(const float* __restrict theta, const float* __restrict grad, float* __restrict ema,
+                               float* __restrict unc, float* __restrict score, std::size_t n) {
+  const float b1 = 0.85f, omb1 = static_cast<float>(1.0 - 0.85), b2 = 0.85f, omb2 = static_cast<float>(1.0 - 0.85);
+  std::uint32_t bad = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const float th = theta[i], g = grad[i];
+    std::uint32_t tb, gb;
+    std::memcpy(&tb, &th, 4);
+    std::memcpy(&gb, &g, 4);
+    bad += static_cast<std::uint32_t>((tb & 0x7f800000u) == 0x7f800000u) |
+           static_cast<std::uint32_t>((gb & 0x7f800000u) == 0x7f800000u);
+    const float ipt = std::fabs(th * g);
+    const float sm = b1 * ema[i] + omb1 * ipt;
+    const float un = b2 * unc[i] + omb2 * std::fabs(ipt - sm);
+    ema[i] = sm;
+    unc[i] = un;
+    score[i] = sm * un;
+  }
+  return bad;
+}
+
+/// One adapter's importance update in one pass over its contiguous A (r × in), E (r), B (out × r), in chunks that
+/// stay in L1; on mask steps the chunk's scores are then summed per row of A and per column of B in double (A's
+/// rows with 4 partial sums: a different order of the double additions than a single running sum) and λ's scores
+/// kept, which is all the triplet scores need: no element-score array is written. Returns the non-finite count.
+std::size_t fused_adapter(const float* theta, const float* grad, float* ema, float* unc, std::size_t in,
+                          std::size_t out, bool mask, double* row_sum, double* lambda_score, double* col_sum) {
+  constexpr std::size_t chunk = 1536;  // a multiple of r = 12
+  alignas(64) float sc[chunk];
+  std::size_t bad = 0, i = 0;
+  for (std::size_t row = 0; row < init_r; ++row) {  // A: row means
+    double acc[4] = {0, 0, 0, 0};
+    for (std::size_t j = 0; j < in; j += chunk) {
+      const std::size_t n = std::min(chunk, in - j);
+      bad += fused_chunk(theta + i, grad + i, ema + i, unc + i, sc, n);
+      i += n;
+      if (mask) {
+        std::size_t q = 0;
+        for (; q + 4 <= n; q += 4)
+          for (std::size_t l = 0; l < 4; ++l) acc[l] += static_cast<double>(sc[q + l]);
+        for (; q < n; ++q) acc[0] += static_cast<double>(sc[q]);
+      }
+    }
+    if (mask) row_sum[row] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  }
+  bad += fused_chunk(theta + i, grad + i, ema + i, unc + i, sc, init_r);  // E
+  i += init_r;
+  if (mask)
+    for (std::size_t c = 0; c < init_r; ++c) lambda_score[c] = sc[c];
+  double acc[init_r] = {};
+  for (std::size_t done = 0; done < out * init_r; done += chunk) {  // B: column means
+    const std::size_t n = std::min(chunk, out * init_r - done);
+    bad += fused_chunk(theta + i, grad + i, ema + i, unc + i, sc, n);
+    i += n;
+    if (mask)
+      for (std::size_t q = 0; q < n; q += init_r)
+        for (std::size_t c = 0; c < init_r; ++c) acc[c] += static_cast<double>(sc[q + c]);
+  }
+  if (mask)
+    for (std::size_t c = 0; c < init_r; ++c) col_sum[c] = acc[c];
+  return bad;
+}
+
+void bm_fused(benchmark::State& st, std::string set_name, bool mask, int threads) {
+  auto& s = adapter_set::get(set_name);
+  std::vector<float> ema(s.elements), unc(s.elements);
+  std::vector<double> row_sum(s.b0()), lambda_score(s.b0()), col_sum(s.b0());
+  std::vector<float> scores(s.b0());
+  const auto n_adapters = static_cast<std::ptrdiff_t>(s.adapters());
+  (void)threads;
+  for (auto _ : st) {
+    std::size_t bad = 0;
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) reduction(+ : bad)
+#endif
+    for (std::ptrdiff_t k = 0; k < n_adapters; ++k) {
+      const auto& a = s.shapes[static_cast<std::size_t>(k)];
+      const std::size_t off = s.offset[static_cast<std::size_t>(k)];
+      const std::size_t so = static_cast<std::size_t>(k) * init_r;
+      bad += fused_adapter(s.params.data() + off, s.grads.data() + off, ema.data() + off, unc.data() + off, a.in, a.out,
+                           mask, row_sum.data() + so, lambda_score.data() + so, col_sum.data() + so);
+      if (mask)
+        for (std::size_t c = 0; c < init_r; ++c)
+          scores[so + c] = static_cast<float>(lambda_score[so + c]) +
+                           (static_cast<float>(row_sum[so + c]) / static_cast<float>(a.in) +
+                            static_cast<float>(col_sum[so + c]) / static_cast<float>(a.out));
+    }
+    if (mask) {  // threshold and mask as the library does (b0 floats)
+      std::vector<float> tmp(scores);
+      const std::size_t k = s.b0() / 3;
+      std::nth_element(tmp.begin(), tmp.begin() + static_cast<std::ptrdiff_t>(k - 1), tmp.end());
+      benchmark::DoNotOptimize(tmp[k - 1]);
+    }
+    benchmark::DoNotOptimize(bad);
+    benchmark::ClobberMemory();
+  }
+  set_byte_counters(st, required_bytes(s, mask), 0, threads);
+}
+
+// ---- registration and the summary ----------------------------------------------------------------------------
+
+struct register_backend {
+  std::string set;
+  template <class B>
+  void operator()() const {
+    const std::string b = B::name;
+    for (bool mask : {false, true})
+      benchmark::RegisterBenchmark(("step/" + std::string(mask ? "mask/" : "update/") + set + "/" + b).c_str(),
+                                   [s = set, mask](benchmark::State& st) { bm_step<B>(st, s, mask); })
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    {
+      benchmark::RegisterBenchmark(("parts/check/" + set + "/" + b).c_str(),
+                                   [s = set](benchmark::State& st) { bm_part_check<B>(st, s); })
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark(("parts/update/" + set + "/" + b).c_str(),
+                                   [s = set](benchmark::State& st) { bm_part_update<B>(st, s); })
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark(("parts/update_raw/" + set + "/" + b).c_str(),
+                                   [s = set](benchmark::State& st) { bm_part_update_raw<B>(st, s); })
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark(("parts/means_one_pass/" + set + "/" + b).c_str(),
+                                   [s = set](benchmark::State& st) { bm_part_means_one_pass<B>(st, s); })
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark(("parts/alloc_scores/" + set + "/" + b).c_str(),
+                                   [s = set](benchmark::State& st) { bm_part_alloc_scores<B>(st, s); })
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark(("parts/element_scores/" + set + "/" + b).c_str(),
+                                   [s = set](benchmark::State& st) { bm_part_element_scores<B>(st, s); })
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark(("parts/means/" + set + "/" + b).c_str(),
+                                   [s = set](benchmark::State& st) { bm_part_means<B>(st, s); })
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    }
+  }
+};
+
+void summary(const std::map<std::string, bench::result>& r) {
+  auto rate = [&](const std::string& name, const char* counter) {
+    const auto it = r.find(name);
+    if (it == r.end()) return -1.0;
+    const auto c = it->second.counters.find(counter);
+    return c == it->second.counters.end() ? -1.0 : c->second;
+  };
+  std::printf("\nSummary: bytes/s the step must move, as a share of this run's bandwidth on the same thread count\n");
+  std::printf("%-34s %10s %9s %9s %8s %9s %8s\n", "benchmark", "ms/step", "GB/s", "moved", "threads", "% copy",
+              "% upd.p");
+  for (const auto& [name, res] : r) {
+    if (name.rfind("bandwidth/", 0) == 0) continue;
+    const double bytes = rate(name, "bytes"), moved = rate(name, "moved");
+    const int threads = static_cast<int>(rate(name, "threads"));
+    const std::string suffix = "/threads:" + std::to_string(threads);
+    const double copy = rate("bandwidth/copy" + suffix, "bytes");
+    const double pattern = rate("bandwidth/update_pattern" + suffix, "bytes");
+    char moved_s[32] = "-", copy_s[32] = "-", pat_s[32] = "-";
+    if (moved > 0) std::snprintf(moved_s, sizeof moved_s, "%.2f", moved / 1e9);
+    if (copy > 0) std::snprintf(copy_s, sizeof copy_s, "%.0f%%", 100.0 * bytes / copy);
+    if (pattern > 0) std::snprintf(pat_s, sizeof pat_s, "%.0f%%", 100.0 * bytes / pattern);
+    std::printf("%-34s %10.3f %9.2f %9s %8d %9s %8s\n", name.c_str(), res.seconds * 1e3, bytes / 1e9, moved_s, threads,
+                copy_s, pat_s);
+  }
+  for (const auto& [name, res] : r)
+    if (name.rfind("bandwidth/", 0) == 0)
+      std::printf("%-34s %10.3f %9.2f GB/s\n", name.c_str(), res.seconds * 1e3, rate(name, "bytes") / 1e9);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bench::register_bandwidth_benchmarks();
+  for (const char* set : {"deberta", "llama"}) {
+    bench::for_each_backend(register_backend{set});
+    std::vector<int> counts{1};
+    if (bench::omp_threads() > 1) counts.push_back(bench::omp_threads());
+    for (bool mask : {false, true})
+      for (int t : counts)
+        benchmark::RegisterBenchmark(
+            ("fused/" + std::string(mask ? "mask/" : "update/") + set + "/threads:" + std::to_string(t)).c_str(),
+            [s = std::string(set), mask, t](benchmark::State& st) { bm_fused(st, s, mask, t); })
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond);
+  }
+  return bench::run_main(argc, argv, summary);
+}
