@@ -37,8 +37,10 @@ ctest --test-dir "${build_dir}" --output-on-failure -j "${jobs}"
 if [[ "${ADALORA_SKIP_SANITIZE:-0}" == "1" ]]; then
   section "sanitizer build skipped (ADALORA_SKIP_SANITIZE=1)"
 else
-  section "configure ${asan_dir}/ (RelWithDebInfo, -fsanitize=address,undefined)"
-  cmake -S . -B "${asan_dir}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DADALORA_SANITIZE=ON
+  section "configure ${asan_dir}/ (-O1, -fsanitize=address,undefined)"
+  # -O1 -g1: sanitizers need no heavy optimisation, and this halves the build on a 2-core machine
+  cmake -S . -B "${asan_dir}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \
+    -DADALORA_SANITIZE=ON
 
   section "build ${asan_dir}/ (-j${jobs})"
   cmake --build "${asan_dir}" -j "${jobs}"
