@@ -1,0 +1,10 @@
+# peft_interop without Python: write the model and adapters, then check the export against itself.
+file(REMOVE_RECURSE "${WORK}")
+execute_process(COMMAND "${TOOL}" write "${WORK}" RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "peft_interop write failed (${rc})")
+endif()
+execute_process(COMMAND "${TOOL}" check "${WORK}" "${WORK}/adalora" RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "peft_interop check failed (${rc})")
+endif()
