@@ -3,6 +3,13 @@
 
 #include <tuple>
 
+#if defined(ADALORA_TEST_CUDA_ONLY)
+// The CUDA tests (tests/cuda/, nvcc) run the generic bodies on the CUDA backend alone.
+#include "adalora/backends/cuda/cuda_backend.cuh"
+namespace adalora::testing {
+using backends_under_test = std::tuple<adalora::cuda_backend>;
+}  // namespace adalora::testing
+#else
 #include "adalora/backends/eigen/eigen_backend.hpp"
 #if defined(ADALORA_TEST_XTENSOR)
 #include "adalora/backends/xtensor/xtensor_backend.hpp"
@@ -22,3 +29,4 @@ namespace adalora::testing {
 using backends_under_test = std::tuple<adalora::eigen_backend ADALORA_XTENSOR_BACKENDS ADALORA_THRUST_BACKENDS>;
 
 }  // namespace adalora::testing
+#endif
