@@ -700,7 +700,9 @@ inline peft_adalora_checkpoint read_peft_adalora(const std::filesystem::path& di
                std::string(peft_weights_file));
 
   const float s = peft_adalora_scaling(c.lora_alpha, init_r);
-  for (const auto& [name, f] : modules) {
+  for (const auto& entry : modules) {
+    const std::string& name = entry.first;  // not a structured binding: clang 14 cannot capture those
+    const auto& f = entry.second;
     const std::string what = "module '" + name + "'";
     static constexpr const char* roles[3] = {"lora_A", "lora_E", "lora_B"};
     std::string missing;
