@@ -9,39 +9,20 @@
 #include <vector>
 
 #include "adalora/backends/backend.hpp"
+#include "adalora/backends/host_loop_primitives.hpp"
 #include "adalora/core/error.hpp"
 
 namespace adalora {
 
 /// Host backend built on Eigen. Stateless; reductions accumulate in double and round once to float.
-struct eigen_backend {
+struct eigen_backend : detail::host_loop_primitives {
   using backend_concept = backend_tag;
   using memory_space = host_space;
   static constexpr const char* name = "eigen";
 
-  template <class T>
-  std::vector<T> allocate(std::size_t n) const {
-    return std::vector<T>(n, T{});
-  }
 
-  template <class F>
-  void for_each(std::size_t n, F f) const {
-    for (std::size_t i = 0; i < n; ++i) f(i);
-  }
 
-  template <class P>
-  std::size_t count_if(std::size_t n, P p) const {
-    std::size_t c = 0;
-    for (std::size_t i = 0; i < n; ++i) c += p(i) ? 1u : 0u;
-    return c;
-  }
 
-  template <class F>
-  double transform_sum(std::size_t n, F f) const {
-    double s = 0.0;
-    for (std::size_t i = 0; i < n; ++i) s += static_cast<double>(f(i));
-    return s;
-  }
 
   void row_means(const float* m, std::size_t rows, std::size_t cols, float* out) const {
     if (rows == 0) return;
@@ -108,15 +89,6 @@ struct eigen_backend {
     return tmp[k - 1];
   }
 
-  template <class T>
-  void copy_to_host(const T* src, std::size_t n, T* dst) const {
-    if (n) std::memcpy(dst, src, n * sizeof(T));
-  }
-  template <class T>
-  void copy_from_host(const T* src, std::size_t n, T* dst) const {
-    if (n) std::memcpy(dst, src, n * sizeof(T));
-  }
-  void synchronize() const noexcept {}
 
 private:
   using row_major_array = Eigen::Array<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;

@@ -17,6 +17,7 @@
 #include <xtensor/xtensor.hpp>
 
 #include "adalora/backends/backend.hpp"
+#include "adalora/backends/host_loop_primitives.hpp"
 #include "adalora/core/error.hpp"
 
 namespace adalora {
@@ -48,35 +49,14 @@ inline auto xt_line(const float* p, std::size_t len, std::size_t stride) {
 
 /// Host backend built on xtensor. Stateless; reductions accumulate in double and round once to float, so that its
 /// results equal the Eigen backend's; GEMM accumulates each row of C in double and rounds it once.
-struct xtensor_backend {
+struct xtensor_backend : detail::host_loop_primitives {
   using backend_concept = backend_tag;
   using memory_space = host_space;
   static constexpr const char* name = "xtensor";
 
-  template <class T>
-  std::vector<T> allocate(std::size_t n) const {
-    return std::vector<T>(n, T{});
-  }
 
-  // The element-wise primitives call a functor of the index: a plain loop is what xtensor would run for them too.
-  template <class F>
-  void for_each(std::size_t n, F f) const {
-    for (std::size_t i = 0; i < n; ++i) f(i);
-  }
 
-  template <class P>
-  std::size_t count_if(std::size_t n, P p) const {
-    std::size_t c = 0;
-    for (std::size_t i = 0; i < n; ++i) c += p(i) ? 1u : 0u;
-    return c;
-  }
 
-  template <class F>
-  double transform_sum(std::size_t n, F f) const {
-    double s = 0.0;
-    for (std::size_t i = 0; i < n; ++i) s += static_cast<double>(f(i));
-    return s;
-  }
 
   void row_means(const float* m, std::size_t rows, std::size_t cols, float* out) const {
     if (rows == 0) return;
@@ -168,15 +148,6 @@ struct xtensor_backend {
     return partitioned.unchecked(k - 1);
   }
 
-  template <class T>
-  void copy_to_host(const T* src, std::size_t n, T* dst) const {
-    if (n) std::memcpy(dst, src, n * sizeof(T));
-  }
-  template <class T>
-  void copy_from_host(const T* src, std::size_t n, T* dst) const {
-    if (n) std::memcpy(dst, src, n * sizeof(T));
-  }
-  void synchronize() const noexcept {}
 
 private:
   /// out = Σ over `axis` of the row-major rows × cols matrix m, in double, rounded once to float, then divided by
