@@ -12,6 +12,7 @@
 // All matrix products go through the backend.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstddef>
