@@ -680,3 +680,20 @@ TEST_CASE("export: misuse is refused before anything is written", "[peft]") {
   io::write_peft_adalora(d, zeros, cfg);
   REQUIRE(io::read_peft_adalora(d).modules[0].rank() == 0);
 }
+
+TEST_CASE("a config with a number out of range is a format error (fuzzing regression)", "[peft][errors]") {
+  const auto dir = std::filesystem::temp_directory_path() / "adalora-peft-overflow";
+  std::filesystem::create_directories(dir);
+  {
+    adalora::io::safetensors_writer w;
+    const std::vector<float> a(6, 0.5f), e(2, 1.0f), b(8, -0.25f);
+    w.add("base_model.model.m.lora_A", {2, 3}, a);
+    w.add("base_model.model.m.lora_E", {2, 1}, e);
+    w.add("base_model.model.m.lora_B", {4, 2}, b);
+    w.write(dir / "adapter_model.safetensors");
+    std::ofstream(dir / "adapter_config.json") << R"({"peft_type": "ADALORA", "total_step": 3289e66666})";
+  }
+  REQUIRE_THROWS_AS(adalora::io::read_peft_adalora(dir), adalora::format_error);
+  REQUIRE_THROWS_WITH(adalora::io::read_peft_adalora(dir), Catch::Contains("is not valid JSON"));
+  std::filesystem::remove_all(dir);
+}

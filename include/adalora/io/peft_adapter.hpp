@@ -569,7 +569,7 @@ inline peft_adalora_checkpoint read_peft_adalora(const std::filesystem::path& di
   peft_json j;
   try {
     j = peft_json::parse(text);
-  } catch (const peft_json::parse_error& e) {
+  } catch (const peft_json::exception& e) {  // parse errors, and numbers out of range such as 1e999 (found by fuzzing)
     peft_fail(dir, std::string(peft_config_file) + " is not valid JSON: " + e.what());
   }
   detail::peft_config_reader cfg(j, dir);
