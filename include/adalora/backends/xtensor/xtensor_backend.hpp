@@ -4,10 +4,8 @@
 #include <algorithm>
 #include <array>
 #include <cstddef>
-#include <cstring>
 #include <string>
 #include <utility>
-#include <vector>
 
 #include <xtensor/xadapt.hpp>
 #include <xtensor/xmath.hpp>
@@ -53,10 +51,6 @@ struct xtensor_backend : detail::host_loop_primitives {
   using backend_concept = backend_tag;
   using memory_space = host_space;
   static constexpr const char* name = "xtensor";
-
-
-
-
 
   void row_means(const float* m, std::size_t rows, std::size_t cols, float* out) const {
     if (rows == 0) return;
@@ -147,7 +141,6 @@ struct xtensor_backend : detail::host_loop_primitives {
     const auto partitioned = xt::partition(detail::xt_vector(v, n), k - 1, xt::xnone());
     return partitioned.unchecked(k - 1);
   }
-
 
 private:
   /// out = Σ over `axis` of the row-major rows × cols matrix m, in double, rounded once to float, then divided by
