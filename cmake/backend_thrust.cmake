@@ -27,6 +27,10 @@ foreach(_root IN LISTS _adalora_cuda_roots)
   endif()
 endforeach()
 
+# For the package config (adaloraConfig.cmake.in): which of these targets the install exports.
+set(ADALORA_HAS_THRUST OFF)
+set(ADALORA_HAS_CUDA OFF)
+
 # ---- adalora::thrust -------------------------------------------------------------------------------------------
 if(ADALORA_WITH_THRUST)
   # CCCL::Thrust's device system (CCCL's own cache option): OMP unless the user chose another one.
@@ -52,6 +56,7 @@ if(ADALORA_WITH_THRUST)
       target_include_directories(adalora_thrust SYSTEM INTERFACE $<BUILD_INTERFACE:${_adalora_thrust_includes}>)
     endif()
     install(TARGETS adalora_thrust EXPORT adaloraTargets)
+    set(ADALORA_HAS_THRUST ON)
     message(STATUS "adalora: Thrust backend (adalora::thrust) with CCCL ${CCCL_VERSION} from ${CCCL_DIR}, device "
                    "system ${CCCL_THRUST_DEVICE_SYSTEM}")
   endif()
@@ -61,6 +66,13 @@ endif()
 if(ADALORA_ENABLE_CUDA)
   if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
     set(CMAKE_CUDA_ARCHITECTURES 90 CACHE STRING "CUDA architectures to build for (adalora's default: 90, Hopper)")
+  endif()
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(NOT CMAKE_CUDA_COMPILER)
+    message(FATAL_ERROR "adalora: ADALORA_ENABLE_CUDA is ON but CMake found no CUDA compiler; pass "
+                        "-DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc (or put nvcc on PATH), "
+                        "or -DADALORA_ENABLE_CUDA=OFF")
   endif()
   enable_language(CUDA)
   find_package(CUDAToolkit REQUIRED)
@@ -87,6 +99,7 @@ if(ADALORA_ENABLE_CUDA)
       $<$<COMPILE_LANG_AND_ID:CUDA,Clang>:-ffp-contract=off>)
   endif()
   install(TARGETS adalora_cuda EXPORT adaloraTargets)
+  set(ADALORA_HAS_CUDA ON)
   message(STATUS "adalora: CUDA backend (adalora::cuda) for CUDA architectures ${CMAKE_CUDA_ARCHITECTURES}")
 
   # The CUDA tests (tests/cuda/cuda_tests.cmake) need the test suite's targets and settings, which exist only once

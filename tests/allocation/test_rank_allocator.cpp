@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "adalora/allocation/rank_allocator.hpp"
+#include "adalora/core/host_device.hpp"
 #include "adalora/importance/magnitude.hpp"
 #include "adalora/reference/allocator_reference.hpp"
 #include "adalora/schedules/constant.hpp"
@@ -305,14 +306,15 @@ TEMPLATE_LIST_TEST_CASE("a run that skips T - tfinal gets its forced mask at the
 // ---- metrics and schedules plugged in from outside the library -------------------------------------------------
 
 namespace {
-/// A user metric: the squared gradient of the latest step (the library knows nothing of it).
+/// A user metric: the squared gradient of the latest step (the library knows nothing of it). Host+device, so that
+/// the CUDA backend's kernels can call it too (tests/cuda/test_cuda_allocation.cu).
 struct squared_gradient {
   using importance_metric_concept = importance_metric_tag;
   static constexpr std::size_t state_count = 1;
   static constexpr bool needs_gradient = true;
   static constexpr const char* name = "squared_gradient";
-  void update(float, float g, float (&s)[1]) const noexcept { s[0] = g * g; }
-  float score(const float (&s)[1]) const noexcept { return s[0]; }
+  ADALORA_HOST_DEVICE void update(float, float g, float (&s)[1]) const noexcept { s[0] = g * g; }
+  ADALORA_HOST_DEVICE float score(const float (&s)[1]) const noexcept { return s[0]; }
 };
 static_assert(ImportanceMetric<squared_gradient>);
 
