@@ -6,6 +6,7 @@
 #include "adalora/allocation/rank_allocator.hpp"
 #include "adalora/backends/backend.hpp"
 #include "adalora/backends/eigen/eigen_backend.hpp"
+#include "adalora/core/bfloat16.hpp"
 #include "adalora/core/config.hpp"
 #include "adalora/core/error.hpp"
 #include "adalora/core/memory_space.hpp"

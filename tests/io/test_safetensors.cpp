@@ -8,9 +8,11 @@
 #include <filesystem>
 #include <limits>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "adalora/core/bfloat16.hpp"
 #include "adalora/io/safetensors.hpp"
 
 using adalora::format_error;
@@ -285,6 +287,67 @@ TEST_CASE("F16 and BF16 tensors round-trip, special values included", "[io][safe
   REQUIRE(h[s + 9] == 1.0f);  // a tie, rounded to even
   REQUIRE(b[s + 2] == pinf);
   REQUIRE(b[s + 8] != 0.0f);  // bfloat16 has float's range: 1e-40 stays a (subnormal) non-zero
+}
+
+TEST_CASE("bfloat16 tensors are written and read as BF16 bit for bit", "[io][safetensors][bfloat16]") {
+  using adalora::bfloat16;
+  std::vector<bfloat16> values;
+  for (float x : random_floats(12, 31)) values.push_back(x);
+  // every kind of pattern: zeros, subnormals, the extremes, infinities, NaNs with payloads (kept as they are)
+  for (std::uint16_t b : {0x0000, 0x8000, 0x0001, 0x807f, 0x7f7f, 0xff7f, 0x7f80, 0xff80, 0x7fc0, 0xffc1, 0x7f81})
+    values.push_back(bfloat16::from_bits(b));
+  REQUIRE(values[0].bits() != values[1].bits());  // the inputs are non-trivial
+  safetensors_writer w;
+  w.add("w", {3, 4}, std::span<const bfloat16>(values.data(), 12));
+  w.add("special", {11}, std::span<const bfloat16>(values.data() + 12, 11));
+  w.add("empty", {0, 3}, std::vector<bfloat16>{});
+  w.add("f", {2}, std::vector<float>{1.0f, 2.0f});
+  const safetensors_file f = safetensors_file::parse(w.to_bytes(), "bf16.safetensors");
+  REQUIRE(f.info("w").type == dtype::bf16);
+  REQUIRE(f.info("special").type == dtype::bf16);
+  REQUIRE(f.info("w").shape == std::vector<std::size_t>{3, 4});
+  REQUIRE(f.raw("w").size() == 24);
+  // little-endian bytes of the bits, as PyTorch writes them
+  REQUIRE(std::to_integer<unsigned>(f.raw("w")[0]) == (values[0].bits() & 0xffu));
+  REQUIRE(std::to_integer<unsigned>(f.raw("w")[1]) == (values[0].bits() >> 8));
+
+  std::vector<bfloat16> got = f.read_bf16("w");
+  const std::vector<bfloat16> special = f.read_bf16("special");
+  got.insert(got.end(), special.begin(), special.end());
+  REQUIRE(got.size() == values.size());
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    INFO("element " << i << ": 0x" << std::hex << values[i].bits() << " read back as 0x" << got[i].bits());
+    REQUIRE(got[i].bits() == values[i].bits());
+    // read_f32 widens the same bits exactly
+    REQUIRE(bits_of(f.read_f32(i < 12 ? "w" : "special")[i < 12 ? i : i - 12]) ==
+            static_cast<std::uint32_t>(values[i].bits()) << 16);
+  }
+  REQUIRE(f.read_bf16("empty").empty());
+
+  // A BF16 tensor written from floats reads back as the rounded values (finite values round as bfloat16 does).
+  safetensors_writer w2;
+  const std::vector<float> floats = random_floats(16, 32);
+  w2.add("r", {16}, floats, dtype::bf16);
+  const safetensors_file f2 = safetensors_file::parse(w2.to_bytes());
+  const std::vector<bfloat16> r = f2.read_bf16("r");
+  for (std::size_t i = 0; i < floats.size(); ++i) REQUIRE(r[i].bits() == bfloat16(floats[i]).bits());
+
+  // Only BF16 tensors are read without conversion; wrong sizes and missing tensors fail loudly.
+  REQUIRE_THROWS_AS(f.read_bf16("f"), format_error);
+  REQUIRE_THROWS_WITH(f.read_bf16("f"), Catch::Contains("tensor 'f'") && Catch::Contains("is F32, not BF16") &&
+                                            Catch::Contains("bf16.safetensors"));
+  REQUIRE_THROWS_AS(f.read_bf16("nope"), format_error);
+  std::vector<bfloat16> out(11);
+  REQUIRE_THROWS_AS(f.read_bf16_into("w", out), shape_error);
+  REQUIRE_THROWS_WITH(f.read_bf16_into("w", out), Catch::Contains("'w'") && Catch::Contains("11 bfloat16"));
+  out.resize(12);
+  f.read_bf16_into("w", out);
+  for (std::size_t i = 0; i < 12; ++i) REQUIRE(out[i].bits() == values[i].bits());
+  // the bf16 writer checks as the float one does, and a failed add leaves nothing behind
+  REQUIRE_THROWS_AS(w2.add("r", {1}, std::vector<bfloat16>(1)), usage_error);
+  REQUIRE_THROWS_AS(w2.add("__metadata__", {1}, std::vector<bfloat16>(1)), usage_error);
+  REQUIRE_THROWS_AS(w2.add("s", {2, 3}, std::vector<bfloat16>(5)), shape_error);
+  REQUIRE(safetensors_file::parse(w2.to_bytes()).tensors().size() == 1);
 }
 
 TEST_CASE("zero-element tensors round-trip", "[io][safetensors]") {

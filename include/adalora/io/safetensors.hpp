@@ -20,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "adalora/core/bfloat16.hpp"
 #include "adalora/core/error.hpp"
 
 namespace adalora::io {
@@ -106,7 +107,8 @@ constexpr float bf16_bits_to_float(std::uint16_t b) noexcept {
   return std::bit_cast<float>(static_cast<std::uint32_t>(b) << 16);
 }
 
-/// The bfloat16 bits nearest to f, ties to even; overflow gives ±inf, NaN stays a (quiet) NaN.
+/// The bfloat16 bits nearest to f, ties to even; overflow gives ±inf, NaN stays a (quiet) NaN with its sign and top
+/// payload bits (adalora::bfloat16, like PyTorch, makes every NaN 0x7FC0 instead; finite values agree).
 constexpr std::uint16_t float_to_bf16_bits(float f) noexcept {
   const std::uint32_t bits = std::bit_cast<std::uint32_t>(f);
   if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((bits >> 16) | 0x0040u);
@@ -484,6 +486,29 @@ public:
     }
   }
 
+  /// The elements of a BF16 tensor as bfloat16, bit for bit (no conversion, NaN payloads kept). Throws format_error
+  /// if the tensor is stored as another dtype: read_f32 widens any dtype, and rounding is the caller's choice.
+  std::vector<bfloat16> read_bf16(std::string_view name) const {
+    std::vector<bfloat16> out(info(name).numel());
+    read_bf16_into(name, out);
+    return out;
+  }
+
+  /// Writes a BF16 tensor's elements into `out`, which must hold exactly numel() of them (else shape_error); throws
+  /// format_error if the tensor is not BF16.
+  void read_bf16_into(std::string_view name, std::span<bfloat16> out) const {
+    const tensor_info& t = info(name);
+    if (t.type != dtype::bf16)
+      throw format_error("tensor '" + t.name + "' of '" + source_ + "' is " + std::string(dtype_name(t.type)) +
+                         ", not BF16; read_bf16 copies BF16 tensors bit for bit (read_f32 widens any dtype)");
+    if (out.size() != t.numel())
+      throw shape_error("reading tensor '" + t.name + "' of '" + source_ + "' (shape " + detail::shape_string(t.shape) +
+                        ", " + std::to_string(t.numel()) + " elements) into a buffer of " + std::to_string(out.size()) +
+                        " bfloat16");
+    const std::byte* p = bytes_.data() + data_start_ + t.begin;
+    for (std::size_t i = 0; i < out.size(); ++i) out[i] = bfloat16::from_bits(detail::load_le16(p + 2 * i));
+  }
+
 private:
   safetensors_file() = default;
 
@@ -557,16 +582,7 @@ public:
   /// is taken or is "__metadata__".
   void add(std::string name, std::vector<std::size_t> shape, std::span<const float> values,
            dtype stored_as = dtype::f32) {
-    if (name == "__metadata__") throw usage_error("safetensors_writer: \"__metadata__\" cannot name a tensor");
-    if (std::any_of(entries_.begin(), entries_.end(), [&](const entry& e) { return e.name == name; }))
-      throw usage_error("safetensors_writer: a tensor named '" + name + "' was already added");
-    const auto numel = detail::checked_numel(shape);
-    if (shape.size() > max_rank)
-      throw shape_error("safetensors_writer: tensor '" + name + "' has " + std::to_string(shape.size()) +
-                        " dimensions, more than " + std::to_string(max_rank));
-    if (!numel || *numel != values.size())
-      throw shape_error("safetensors_writer: tensor '" + name + "' has shape " + detail::shape_string(shape) + " but " +
-                        std::to_string(values.size()) + " values were given");
+    check_new(name, shape, values.size());
     const std::size_t size = dtype_size(stored_as);
     std::vector<std::byte> data(values.size() * size);
     for (std::size_t i = 0; i < values.size(); ++i) {
@@ -576,6 +592,15 @@ public:
       detail::store_le(data.data() + i * size, bits, size);
     }
     entries_.push_back(entry{std::move(name), stored_as, std::move(shape), std::move(data)});
+  }
+
+  /// Adds a tensor of bfloat16 values, stored as BF16 bit for bit (no rounding, NaN payloads kept). The values are
+  /// copied; errors as for the float overload.
+  void add(std::string name, std::vector<std::size_t> shape, std::span<const bfloat16> values) {
+    check_new(name, shape, values.size());
+    std::vector<std::byte> data(values.size() * 2);
+    for (std::size_t i = 0; i < values.size(); ++i) detail::store_le(data.data() + 2 * i, values[i].bits(), 2);
+    entries_.push_back(entry{std::move(name), dtype::bf16, std::move(shape), std::move(data)});
   }
 
   /// Adds a `__metadata__` entry; throws usage_error if the key was already added.
@@ -628,6 +653,20 @@ public:
   }
 
 private:
+  // The checks of every add(), before anything is added.
+  void check_new(const std::string& name, const std::vector<std::size_t>& shape, std::size_t count) const {
+    if (name == "__metadata__") throw usage_error("safetensors_writer: \"__metadata__\" cannot name a tensor");
+    if (std::any_of(entries_.begin(), entries_.end(), [&](const entry& e) { return e.name == name; }))
+      throw usage_error("safetensors_writer: a tensor named '" + name + "' was already added");
+    const auto numel = detail::checked_numel(shape);
+    if (shape.size() > max_rank)
+      throw shape_error("safetensors_writer: tensor '" + name + "' has " + std::to_string(shape.size()) +
+                        " dimensions, more than " + std::to_string(max_rank));
+    if (!numel || *numel != count)
+      throw shape_error("safetensors_writer: tensor '" + name + "' has shape " + detail::shape_string(shape) + " but " +
+                        std::to_string(count) + " values were given");
+  }
+
   struct entry {
     std::string name;
     dtype type;
