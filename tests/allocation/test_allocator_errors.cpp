@@ -43,9 +43,13 @@ void check_failure_changes_nothing(std::int64_t fail_at, Break break_inputs, Men
     b.upload();
     if (t == fail_at) {
       const auto lambda_before = b.lambda(0);
+      const auto state_before = twin.save_state();
       break_inputs(twin, b);
       REQUIRE_THROWS_WITH(twin.step(t), Catch::Contains(message_fragment));
       REQUIRE(b.lambda(0) == lambda_before);
+      const auto state_after = twin.save_state();  // the importance (double-buffered) was not replaced
+      REQUIRE(state_after.importance_live == state_before.importance_live);
+      REQUIRE(state_after.importance == state_before.importance);
       REQUIRE(twin.last_step() == (t ? std::optional<std::int64_t>(t - 1) : std::nullopt));
       mend_inputs(twin, b);
     }
@@ -122,7 +126,8 @@ TEMPLATE_LIST_TEST_CASE("registration errors", "[allocator][errors]", backends_u
 
   auto bad_grad = fx.views(0);
   bad_grad.grad_A.extents = {5, 4};
-  REQUIRE_THROWS_WITH(alloc.add_adapter("x", bad_grad), Catch::Contains("grad_A is (5, 4) but its parameter is (4, 5)"));
+  REQUIRE_THROWS_WITH(alloc.add_adapter("x", bad_grad),
+                      Catch::Contains("grad_A is (5, 4) but its parameter is (4, 5)"));
 
   auto no_in = fx.views(0);
   no_in.lora_A.extents = {4, 0};
@@ -143,7 +148,8 @@ TEMPLATE_LIST_TEST_CASE("registration errors", "[allocator][errors]", backends_u
   fx.perturb();
   fx.upload();
   alloc.step(0);
-  REQUIRE_THROWS_WITH(alloc.add_adapter("c", fx.views(1)), Catch::Contains("register every adapter before the first step"));
+  REQUIRE_THROWS_WITH(alloc.add_adapter("c", fx.views(1)),
+                      Catch::Contains("register every adapter before the first step"));
 }
 
 TEMPLATE_LIST_TEST_CASE("config errors surface at construction or at the first step", "[allocator][errors]",
@@ -159,7 +165,8 @@ TEMPLATE_LIST_TEST_CASE("config errors surface at construction or at the first s
   adapter_fixture<TestType> fx(TestType{}, {{2, 5, 3}}, 1);
   rank_allocator<TestType> alloc(c);
   alloc.add_adapter("a", fx.views(0));
-  REQUIRE_THROWS_WITH(alloc.step(0), Catch::Contains("target_r × adapters = 3 exceeds the sum of the adapters' ranks = 2"));
+  REQUIRE_THROWS_WITH(alloc.step(0),
+                      Catch::Contains("target_r × adapters = 3 exceeds the sum of the adapters' ranks = 2"));
 }
 
 TEMPLATE_LIST_TEST_CASE("the forced mask needs importance from earlier steps", "[allocator][errors]",
@@ -181,5 +188,6 @@ TEMPLATE_LIST_TEST_CASE("a schedule that leaves the budget range is refused", "[
   fx.upload();
   alloc.step(0);
   alloc.step(1);
-  REQUIRE_THROWS_WITH(alloc.step(2), Catch::Contains("schedule 'overshoot' gave budget 5, outside [target 2, initial 4]"));
+  REQUIRE_THROWS_WITH(alloc.step(2),
+                      Catch::Contains("schedule 'overshoot' gave budget 5, outside [target 2, initial 4]"));
 }

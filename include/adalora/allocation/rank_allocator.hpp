@@ -9,13 +9,15 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "adalora/adapters/svd_adapter_views.hpp"
 #include "adalora/allocation/allocation_phase.hpp"
-#include "adalora/allocation/allocator_state.hpp"
 #include "adalora/allocation/allocator_kernels.hpp"
+#include "adalora/allocation/allocator_state.hpp"
+#include "adalora/allocation/step_plan.hpp"
 #include "adalora/backends/backend.hpp"
 #include "adalora/core/config.hpp"
 #include "adalora/core/error.hpp"
@@ -41,13 +43,18 @@ M make_metric(const adalora_config& c) {
 /// The trainer owns every tensor: it registers views of each adapter's P, Λ, Q and their gradients, then calls
 /// `step(t)` once per optimizer step, after the optimizer update and before the gradients are zeroed (SPEC §6).
 /// Importance state (the metric's per-element EMAs) lives in one arena in the backend's memory, allocated at the
-/// first step and released when the final pattern is frozen.
+/// first step and released when the final pattern is frozen; it is double-buffered (2 × state_count floats per
+/// element), which lets a step read the old state and write the new in one pass and still drop it when an input
+/// turns out not to be finite.
+///
+/// A step runs a fixed number of backend calls whatever the number of adapters: one pass over all tiles of all
+/// adapters (update, finiteness count, and on mask steps the score sums), one count, and on mask steps one pass for
+/// the triplet scores, one selection and one pass each for the pattern and the masks (see step_plan.hpp).
 ///
 /// Errors: every precondition of a step (steps increasing, gradients present, parameters and gradients finite,
 /// importance available for the forced mask) is checked before anything changes; a failed step leaves the
 /// allocator and the adapters exactly as they were.
-template <Backend B, ImportanceMetric M = sensitivity_uncertainty, BudgetSchedule S = cubic_schedule,
-          class T = float>
+template <Backend B, ImportanceMetric M = sensitivity_uncertainty, BudgetSchedule S = cubic_schedule, class T = float>
 class rank_allocator {
 public:
   using backend_type = B;
@@ -95,9 +102,15 @@ public:
     views.check_shapes(e.name);
     if (views.lora_A.extents != e.views.lora_A.extents || views.lora_B.extents != e.views.lora_B.extents)
       throw shape_error("rebind('" + e.name + "'): shapes changed from lora_A " + extents_string(e.views.lora_A) +
-                        ", lora_B " + extents_string(e.views.lora_B) + " to " + extents_string(views.lora_A) +
-                        ", " + extents_string(views.lora_B) + "; an adapter keeps its shape for the whole run");
+                        ", lora_B " + extents_string(e.views.lora_B) + " to " + extents_string(views.lora_A) + ", " +
+                        extents_string(views.lora_B) + "; an adapter keeps its shape for the whole run");
     e.views = views;
+    if (prepared_) {
+      const auto k = static_cast<std::size_t>(&e - adapters_.data());
+      const auto x = detail::plan_tensors_of(views, e.offset);
+      std::copy(x.begin(), x.end(), plan_.tensors.begin() + static_cast<std::ptrdiff_t>(3 * k));
+      tensors_dirty_ = true;
+    }
   }
 
   // ---- the step ----------------------------------------------------------------------------------------------
@@ -119,13 +132,15 @@ public:
     rep.budget = budget_at(t);
 
     if (rep.phase == allocation_phase::warmup || rep.phase == allocation_phase::budgeting) {
-      update_importance();
+      const bool mask = rep.phase == allocation_phase::budgeting && t % config_.deltaT == 0;
+      update_importance(t, mask);  // throws (changing nothing) if an input is not finite
       rep.importance_updated = true;
-      if (rep.phase == allocation_phase::budgeting && t % config_.deltaT == 0) {
+      if (mask) {
         rep.threshold = select_and_mask(rep.budget);
         rep.masked = true;
       }
     } else if (rep.phase == allocation_phase::final_force) {
+      score_held_importance();
       rep.threshold = select_and_mask(rep.budget);
       rep.masked = true;
       frozen_ = true;
@@ -152,9 +167,7 @@ public:
   /// b0: the sum of the registered adapters' ranks.
   std::int64_t initial_budget() const noexcept { return initial_budget_; }
   /// bT: target_r × number of adapters.
-  std::int64_t target_budget() const noexcept {
-    return config_.target_r * static_cast<std::int64_t>(adapters_.size());
-  }
+  std::int64_t target_budget() const noexcept { return config_.target_r * static_cast<std::int64_t>(adapters_.size()); }
   /// The budget at the last step (b0 before the first step).
   std::int64_t budget() const noexcept { return last_step_ ? budget_ : initial_budget_; }
   /// The threshold of the latest selection that pruned something.
@@ -222,17 +235,17 @@ public:
     const auto& c = config_;
     if (a.init_r != c.init_r || a.target_r != c.target_r || a.tinit != c.tinit || a.tfinal != c.tfinal ||
         a.deltaT != c.deltaT || a.beta1 != c.beta1 || a.beta2 != c.beta2 || a.total_step != c.total_step)
-      throw usage_error(where + "the configs differ (init_r, target_r, tinit, tfinal, deltaT, beta1, beta2 or "
-                                "total_step)");
+      throw usage_error(where +
+                        "the configs differ (init_r, target_r, tinit, tfinal, deltaT, beta1, beta2 or "
+                        "total_step)");
     if (s.metric != M::name) throw usage_error(where + "metric '" + s.metric + "' vs '" + M::name + "'");
     if (s.schedule != S::name) throw usage_error(where + "schedule '" + s.schedule + "' vs '" + S::name + "'");
     if (s.adapters.size() != adapters_.size())
-      throw usage_error(where + std::to_string(s.adapters.size()) + " adapters vs " +
-                        std::to_string(adapters_.size()) + " registered");
+      throw usage_error(where + std::to_string(s.adapters.size()) + " adapters vs " + std::to_string(adapters_.size()) +
+                        " registered");
     for (std::size_t i = 0; i < adapters_.size(); ++i) {
       const auto& e = adapters_[i];
-      const allocator_state::adapter_shape mine{e.name, e.views.rank(), e.views.in_features(),
-                                                e.views.out_features()};
+      const allocator_state::adapter_shape mine{e.name, e.views.rank(), e.views.in_features(), e.views.out_features()};
       if (!(s.adapters[i] == mine))
         throw usage_error(where + "adapter " + std::to_string(i) + " is '" + s.adapters[i].name + "' (r " +
                           std::to_string(s.adapters[i].r) + ", in " + std::to_string(s.adapters[i].in) + ", out " +
@@ -253,6 +266,7 @@ public:
     } else {
       state_ = buffer_t<B, float>{};
     }
+    next_state_ = buffer_t<B, float>{};
     state_live_ = s.importance_live;
     keep_host_ = s.keep;
     scores_host_ = s.scores;
@@ -283,18 +297,18 @@ private:
     if (const adapter_entry* e = find(name)) return *e;
     throw usage_error("no adapter named '" + std::string(name) + "' is registered");
   }
-  adapter_entry& entry(std::string_view name) {
-    return const_cast<adapter_entry&>(std::as_const(*this).entry(name));
-  }
+  adapter_entry& entry(std::string_view name) { return const_cast<adapter_entry&>(std::as_const(*this).entry(name)); }
 
   std::int64_t budget_at(std::int64_t t) const {
     switch (phase_of(t)) {
-      case allocation_phase::warmup: return initial_budget_;
+      case allocation_phase::warmup:
+        return initial_budget_;
       case allocation_phase::budgeting: {
         const schedule_point p{t, config_.tinit, config_.final_step(), initial_budget_, target_budget()};
         return static_cast<std::int64_t>(schedule_.budget(p));
       }
-      default: return target_budget();
+      default:
+        return target_budget();
     }
   }
 
@@ -312,13 +326,12 @@ private:
                          " exceeds the sum of the adapters' ranks = " + std::to_string(initial_budget_));
     const allocation_phase ph = phase_of(t);
     if (ph == allocation_phase::warmup || ph == allocation_phase::budgeting) {
-      check_inputs(at);
+      check_gradients(at);
       if (ph == allocation_phase::budgeting) {
         const std::int64_t b = budget_at(t);
         if (b < target_budget() || b > initial_budget_)
-          throw usage_error(at + "schedule '" + S::name + "' gave budget " + std::to_string(b) +
-                            ", outside [target " + std::to_string(target_budget()) + ", initial " +
-                            std::to_string(initial_budget_) + "]");
+          throw usage_error(at + "schedule '" + S::name + "' gave budget " + std::to_string(b) + ", outside [target " +
+                            std::to_string(target_budget()) + ", initial " + std::to_string(initial_budget_) + "]");
       }
     } else if (ph == allocation_phase::final_force && !state_live_) {
       throw usage_error(at + "the forced mask at step total_step - tfinal = " + std::to_string(config_.final_step()) +
@@ -327,10 +340,11 @@ private:
     }
   }
 
-  void check_inputs(const std::string& at) const {
-    for (const auto& e : adapters_) {
-      const auto& v = e.views;
-      if constexpr (M::needs_gradient) {
+  // The gradients a metric needs are registered (finiteness is counted by the update pass itself).
+  void check_gradients(const std::string& at) const {
+    if constexpr (M::needs_gradient) {
+      for (const auto& e : adapters_) {
+        const auto& v = e.views;
         auto need = [&](const auto& g, const auto& param, const char* what) {
           if (!param.empty() && g.data == nullptr)
             throw missing_gradient_error(at + "adapter '" + e.name + "' has no " + what +
@@ -342,6 +356,13 @@ private:
         need(v.grad_E, v.lora_E, "gradient for lora_E");
         need(v.grad_B, v.lora_B, "gradient for lora_B");
       }
+    }
+  }
+
+  // After the update pass counted non-finite inputs: names the first tensor that has them.
+  [[noreturn]] void throw_non_finite(const std::string& at, std::size_t bad_tiles) const {
+    for (const auto& e : adapters_) {
+      const auto& v = e.views;
       check_finite(at, e.name, v.lora_A, "lora_A");
       check_finite(at, e.name, v.lora_E, "lora_E");
       check_finite(at, e.name, v.lora_B, "lora_B");
@@ -351,6 +372,9 @@ private:
         check_finite(at, e.name, v.grad_B, "the gradient of lora_B");
       }
     }
+    throw non_finite_error(at + std::to_string(bad_tiles) +
+                           " tiles of the adapters' parameters or gradients held NaN or infinite values while the "
+                           "update ran, but none do now: another thread or stream is writing them during step()");
   }
 
   template <class View>
@@ -364,66 +388,100 @@ private:
                              "without calling step(), or fix the source of the non-finite values");
   }
 
-  // Buffers that depend only on the registered shapes.
+  // The plan and the buffers that depend only on the registered shapes.
   void prepare() {
-    if (prepared_) return;
-    const auto b0 = static_cast<std::size_t>(initial_budget_);
-    std::vector<std::size_t> lambda_index(b0);
-    for (const auto& e : adapters_)
-      for (std::size_t i = 0; i < e.views.rank(); ++i) lambda_index[e.score_offset + i] = e.offset_E() + i;
-    lambda_index_ = backend_.template allocate<std::size_t>(b0);
-    backend_.copy_from_host(lambda_index.data(), b0, lambda_index_.data());
-    scores_ = backend_.template allocate<float>(b0);
-    mean_q_ = backend_.template allocate<float>(b0);
-    mean_p_ = backend_.template allocate<float>(b0);
-    keep_ = backend_.template allocate<std::uint8_t>(b0);
-    prepared_ = true;
+    if (!prepared_) {
+      detail::step_plan<T> plan;
+      for (const auto& e : adapters_) plan.add_adapter(e.views, e.offset, e.score_offset);
+      const auto b0 = static_cast<std::size_t>(initial_budget_);
+      auto tiles = upload(plan.tiles);
+      auto score_table = upload(plan.scores);
+      auto partial = backend_.template allocate<double>(plan.partials);
+      auto lambda_scores = backend_.template allocate<float>(b0);
+      auto scores = backend_.template allocate<float>(b0);
+      auto keep = backend_.template allocate<std::uint8_t>(b0);
+      auto bad = backend_.template allocate<std::uint32_t>(plan.tiles.size());
+      // nothing above changed the allocator; commit
+      plan_ = std::move(plan);
+      tiles_ = std::move(tiles);
+      score_table_ = std::move(score_table);
+      partial_ = std::move(partial);
+      lambda_scores_ = std::move(lambda_scores);
+      scores_ = std::move(scores);
+      keep_ = std::move(keep);
+      bad_ = std::move(bad);
+      prepared_ = true;
+      tensors_dirty_ = true;
+    }
+    if (tensors_dirty_) {
+      tensors_ = upload(plan_.tensors);
+      contiguous_ = std::all_of(adapters_.begin(), adapters_.end(),
+                                [](const adapter_entry& e) { return detail::plan_contiguous(e.views); });
+      tensors_dirty_ = false;
+    }
   }
 
-  void update_importance() {
+  template <class V>
+  auto upload(const std::vector<V>& host) {
+    auto buf = backend_.template allocate<V>(host.size());
+    backend_.copy_from_host(host.data(), host.size(), buf.data());
+    return buf;
+  }
+
+  // One pass over every tile: the new state into the spare buffer, the non-finite inputs counted per tile, and on
+  // mask steps the score sums. The new state replaces the old only when every input was finite.
+  void update_importance(std::int64_t t, bool score) {
+    const std::size_t n = M::state_count * total_elements_;
+    buffer_t<B, float> fresh_state, fresh_next;
+    if (!state_live_) fresh_state = backend_.template allocate<float>(n);
+    if (next_state_.size() != n) fresh_next = backend_.template allocate<float>(n);
+    const float* in = state_live_ ? state_.data() : fresh_state.data();
+    float* out = next_state_.size() == n ? next_state_.data() : fresh_next.data();
+    run_fused(in, out, score);
+    const std::size_t bad_tiles = backend_.count_if(plan_.tiles.size(), detail::nonzero_fn{bad_.data()});
+    if (bad_tiles) throw_non_finite("step(" + std::to_string(t) + "): ", bad_tiles);
+    // commit: the new state becomes current, the old one the spare
+    if (next_state_.size() != n) next_state_ = std::move(fresh_next);
     if (!state_live_) {
-      state_ = backend_.template allocate<float>(M::state_count * total_elements_);
+      state_ = std::move(fresh_state);
       state_live_ = true;
     }
-    for (const auto& e : adapters_) {
-      const auto& v = e.views;
-      update_tensor(v.lora_A, v.grad_A, e.offset);
-      update_tensor(v.lora_E, v.grad_E, e.offset_E());
-      update_tensor(v.lora_B, v.grad_B, e.offset_B());
-    }
+    std::swap(state_, next_state_);
   }
 
-  template <class PV, class GV>
-  void update_tensor(const PV& param, const GV& grad, std::size_t base) {
-    if (param.empty()) return;
-    backend_.for_each(param.size(), detail::importance_update_fn<M, PV, GV>{
-                                         metric_, detail::flat_accessor<PV>(param), detail::flat_accessor<GV>(grad),
-                                         state_.data(), total_elements_, base});
+  void run_fused(const float* in, float* out, bool score) {
+    auto launch = [&](auto contiguous, auto with_score) {
+      backend_.for_each(plan_.tiles.size(),
+                        detail::fused_importance_fn<M, T, decltype(contiguous)::value, decltype(with_score)::value>{
+                            metric_, tensors_.data(), tiles_.data(), in, out, total_elements_, bad_.data(),
+                            partial_.data(), lambda_scores_.data()});
+    };
+    using yes = std::true_type;
+    using no = std::false_type;
+    if (contiguous_)
+      score ? launch(yes{}, yes{}) : launch(yes{}, no{});
+    else
+      score ? launch(no{}, yes{}) : launch(no{}, no{});
   }
 
-  // Triplet scores, the budget's threshold, Λ masked in place, the pattern copied to the host.
+  // The score sums from the state held, without updating it (the forced mask).
+  void score_held_importance() {
+    backend_.for_each(plan_.tiles.size(),
+                      detail::plan_scores_fn<M, T>{metric_, tensors_.data(), tiles_.data(), state_.data(),
+                                                   total_elements_, partial_.data(), lambda_scores_.data()});
+  }
+
+  // From the tiles' score sums: triplet scores, the budget's threshold, Λ masked in place, the pattern to the host.
   std::optional<float> select_and_mask(std::int64_t budget) {
     const auto b0 = static_cast<std::size_t>(initial_budget_);
-    if (element_scores_.size() != total_elements_)  // kept between selections: allocating it costs a full pass
-      element_scores_ = backend_.template allocate<float>(total_elements_);
-    auto& element_scores = element_scores_;
-    backend_.for_each(total_elements_,
-                      detail::element_score_fn<M>{metric_, state_.data(), total_elements_, element_scores.data()});
-    for (const auto& e : adapters_) {
-      const std::size_t r = e.views.rank();
-      if (r == 0) continue;
-      backend_.row_means(element_scores.data() + e.offset, r, e.views.in_features(), mean_q_.data() + e.score_offset);
-      backend_.col_means(element_scores.data() + e.offset_B(), e.views.out_features(), r,
-                         mean_p_.data() + e.score_offset);
-    }
-    backend_.for_each(b0, detail::triplet_score_fn{element_scores.data(), lambda_index_.data(), mean_q_.data(),
-                                                   mean_p_.data(), scores_.data()});
+    backend_.for_each(b0, detail::triplet_from_partials_fn{score_table_.data(), partial_.data(), lambda_scores_.data(),
+                                                           scores_.data()});
     const auto k = static_cast<std::size_t>(initial_budget_ - budget);
     std::optional<float> thr;
     if (k > 0) thr = backend_.kth_smallest(scores_.data(), b0, k);
     // with nothing to prune every score is kept: compare against -inf
-    backend_.for_each(b0, detail::keep_above_fn{scores_.data(), thr ? *thr : -std::numeric_limits<float>::infinity(),
-                                                keep_.data()});
+    backend_.for_each(
+        b0, detail::keep_above_fn{scores_.data(), thr ? *thr : -std::numeric_limits<float>::infinity(), keep_.data()});
     apply_keep_mask();
     scores_host_.resize(b0);
     keep_host_.resize(b0);
@@ -434,18 +492,13 @@ private:
   }
 
   void apply_keep_mask() {
-    using LV = vector_view<T, memory_space>;
-    for (const auto& e : adapters_) {
-      if (e.views.rank() == 0) continue;
-      backend_.for_each(e.views.rank(),
-                        detail::mask_lambda_fn<LV>{detail::flat_accessor<LV>(e.views.lora_E),
-                                                   keep_.data() + e.score_offset});
-    }
+    backend_.for_each(static_cast<std::size_t>(initial_budget_),
+                      detail::mask_lambda_fn<T>{tensors_.data(), score_table_.data(), keep_.data()});
   }
 
   void release_importance() {
     state_ = buffer_t<B, float>{};
-    element_scores_ = buffer_t<B, float>{};
+    next_state_ = buffer_t<B, float>{};
     state_live_ = false;
   }
 
@@ -459,11 +512,17 @@ private:
   std::int64_t initial_budget_ = 0;
 
   bool prepared_ = false;
-  buffer_t<B, std::size_t> lambda_index_{};
-  buffer_t<B, float> scores_{}, mean_q_{}, mean_p_{};
+  bool tensors_dirty_ = true;
+  bool contiguous_ = true;
+  detail::step_plan<T> plan_;
+  buffer_t<B, detail::plan_tensor<T>> tensors_{};
+  buffer_t<B, detail::plan_tile> tiles_{};
+  buffer_t<B, detail::plan_score> score_table_{};
+  buffer_t<B, double> partial_{};
+  buffer_t<B, float> lambda_scores_{}, scores_{};
   buffer_t<B, std::uint8_t> keep_{};
-  buffer_t<B, float> state_{};
-  buffer_t<B, float> element_scores_{};
+  buffer_t<B, std::uint32_t> bad_{};
+  buffer_t<B, float> state_{}, next_state_{};
   bool state_live_ = false;
 
   std::vector<float> scores_host_;

@@ -24,6 +24,12 @@ struct backend_probe_pred {
 struct backend_probe_value {
   float operator()(std::size_t) const noexcept { return 0.0f; }
 };
+/// A trivially copyable record, standing for the tables algorithms upload (e.g. the allocator's step plan).
+struct backend_probe_record {
+  const float* pointer;
+  std::size_t index;
+  std::uint32_t tag;
+};
 }  // namespace detail
 
 /// Whether a GEMM operand is used as stored or transposed.
@@ -38,8 +44,9 @@ concept BufferOf = requires(B& b, const B& cb) {
 
 /// A tensor backend: what an algorithm needs from a device or a CPU library.
 ///  1. names `backend_tag` as its `backend_concept` and a `MemorySpace` as its `memory_space`;
-///  2. `b.template allocate<float>(n)` returns an owning buffer of n zeros in that memory space
-///     (also for `std::uint8_t` and `std::size_t`);
+///  2. `b.template allocate<T>(n)` returns an owning buffer of n zero-initialised T in that memory space, for
+///     every trivially copyable T (float, double, std::uint8_t, std::uint32_t, std::size_t and the allocator's plan
+///     records);
 ///  3. `b.for_each(n, f)` calls `f(i)` for every i in [0, n), in any order (f is host+device callable);
 ///  4. `b.count_if(n, p)` counts the i in [0, n) with `p(i)`;
 ///  5. `b.transform_sum(n, f)` returns Σ f(i) over [0, n), accumulated in double, to the host;
@@ -50,33 +57,37 @@ concept BufferOf = requires(B& b, const B& cb) {
 ///  8. `b.gemm(op_a, op_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)`: row-major float GEMM,
 ///     C (m × n, leading dimension ldc) = alpha · op(A) · op(B) + beta · C, op(A) m × k, op(B) k × n;
 ///     with beta = 0, C is not read (NaNs in it do not propagate);
-///  9. `b.copy_to_host(src, n, dst)` and `b.copy_from_host(src, n, dst)` move floats, bytes and indices;
+///  9. `b.copy_to_host(src, n, dst)` and `b.copy_from_host(src, n, dst)` move n values of any of those types;
 /// 10. `b.synchronize()` waits for all work queued by the backend.
 template <class B>
-concept Backend =
-    std::same_as<typename B::backend_concept, backend_tag> && MemorySpace<typename B::memory_space> &&
+concept Backend = std::same_as<typename B::backend_concept, backend_tag> && MemorySpace<typename B::memory_space> &&
     requires(B& b, const float* cf, float* f, const std::uint8_t* cu, std::uint8_t* u, const std::size_t* cz,
              std::size_t* z, std::size_t n) {
-      { b.template allocate<float>(n) } -> BufferOf<float>;
-      { b.template allocate<std::uint8_t>(n) } -> BufferOf<std::uint8_t>;
-      { b.template allocate<std::size_t>(n) } -> BufferOf<std::size_t>;
-      b.for_each(n, detail::backend_probe_fn{});
-      { b.count_if(n, detail::backend_probe_pred{}) } -> std::convertible_to<std::size_t>;
-      { b.transform_sum(n, detail::backend_probe_value{}) } -> std::convertible_to<double>;
-      b.row_means(cf, n, n, f);
-      b.col_means(cf, n, n, f);
-      b.col_sums(cf, n, n, f);
-      b.gemm(transpose::no, transpose::yes, n, n, n, 1.0f, cf, n, cf, n, 0.0f, f, n);
-      { b.kth_smallest(cf, n, n) } -> std::convertible_to<float>;
-      b.copy_to_host(cf, n, f);
-      b.copy_from_host(cf, n, f);
-      b.copy_to_host(cu, n, u);
-      b.copy_from_host(cu, n, u);
-      b.copy_to_host(cz, n, z);
-      b.copy_from_host(cz, n, z);
-      b.synchronize();
-      { B::name } -> std::convertible_to<const char*>;
-    };
+  { b.template allocate<float>(n) } -> BufferOf<float>;
+  { b.template allocate<std::uint8_t>(n) } -> BufferOf<std::uint8_t>;
+  { b.template allocate<std::size_t>(n) } -> BufferOf<std::size_t>;
+  { b.template allocate<double>(n) } -> BufferOf<double>;
+  { b.template allocate<std::uint32_t>(n) } -> BufferOf<std::uint32_t>;
+  { b.template allocate<detail::backend_probe_record>(n) } -> BufferOf<detail::backend_probe_record>;
+  b.for_each(n, detail::backend_probe_fn{});
+  { b.count_if(n, detail::backend_probe_pred{}) } -> std::convertible_to<std::size_t>;
+  { b.transform_sum(n, detail::backend_probe_value{}) } -> std::convertible_to<double>;
+  b.row_means(cf, n, n, f);
+  b.col_means(cf, n, n, f);
+  b.col_sums(cf, n, n, f);
+  b.gemm(transpose::no, transpose::yes, n, n, n, 1.0f, cf, n, cf, n, 0.0f, f, n);
+  { b.kth_smallest(cf, n, n) } -> std::convertible_to<float>;
+  b.copy_to_host(cf, n, f);
+  b.copy_from_host(cf, n, f);
+  b.copy_to_host(cu, n, u);
+  b.copy_from_host(cu, n, u);
+  b.copy_to_host(cz, n, z);
+  b.copy_from_host(cz, n, z);
+  b.copy_from_host(static_cast<const detail::backend_probe_record*>(nullptr), n,
+                   static_cast<detail::backend_probe_record*>(nullptr));
+  b.synchronize();
+  { B::name } -> std::convertible_to<const char*>;
+};
 
 /// The owning buffer type a backend allocates for `T`.
 template <Backend B, class T>

@@ -1,0 +1,117 @@
+// The allocator step's work plan: every adapter tensor cut into fixed tiles, with the tables its passes read.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "adalora/adapters/svd_adapter_views.hpp"
+
+namespace adalora::detail {
+
+/// Elements in one tile of the fused importance pass. Fixed (not a property of the backend or the thread count), so
+/// that every backend sums the same numbers in the same order and their triplet scores agree bit for bit.
+inline constexpr std::size_t plan_tile_elements = 2048;
+
+/// One parameter tensor (lora_A, lora_E or lora_B of one adapter) as the passes see it: row-major with `cols`
+/// columns (λ is a column, cols = 1), strides in elements, and the offset of its first element in the state arena.
+template <class T>
+struct plan_tensor {
+  T* param = nullptr;
+  const T* grad = nullptr;
+  std::size_t cols = 1;
+  std::ptrdiff_t param_row_stride = 0, param_col_stride = 0;
+  std::ptrdiff_t grad_row_stride = 0, grad_col_stride = 0;
+  std::size_t base = 0;
+};
+
+/// Which part of an adapter a tile covers, and so where the scores of its elements go.
+enum class tile_kind : std::uint32_t {
+  q_row,   ///< part of one row of lora_A (Q): its score sum goes to partial[slot]
+  lambda,  ///< part of lora_E (λ): element i's score goes to lambda_scores[slot + i]
+  p_rows,  ///< whole rows of lora_B (P, out × r): its r column sums go to partial[slot + c]
+};
+
+/// Elements [begin, begin + count) (row-major) of tensor `tensor`.
+struct plan_tile {
+  std::uint32_t tensor = 0;
+  tile_kind kind = tile_kind::q_row;
+  std::size_t begin = 0;
+  std::size_t count = 0;
+  std::size_t slot = 0;
+};
+
+/// What the triplet score of one singular value (index i among all b0) reads: its Q row's tile sums
+/// partial[q_slot + c] (c < q_chunks), its P column's partial[p_slot + c · p_stride] (c < p_chunks), the feature
+/// counts of the means, and where its λ lives (element lambda_index of tensor lambda_tensor).
+struct plan_score {
+  std::size_t q_slot = 0, q_chunks = 0;
+  std::size_t p_slot = 0, p_chunks = 0, p_stride = 0;
+  std::size_t in = 0, out = 0;
+  std::uint32_t lambda_tensor = 0;
+  std::size_t lambda_index = 0;
+};
+
+/// The three plan tensors of one adapter (A, E, B), whose state starts at arena offset `base`.
+template <class T, class Space>
+std::array<plan_tensor<T>, 3> plan_tensors_of(const svd_adapter_views<T, Space>& v, std::size_t base) {
+  const std::size_t r = v.rank(), in = v.in_features();
+  std::array<plan_tensor<T>, 3> x{};
+  x[0] = {v.lora_A.data,       v.grad_A.data,       in,  v.lora_A.strides[0], v.lora_A.strides[1],
+          v.grad_A.strides[0], v.grad_A.strides[1], base};
+  x[1] = {v.lora_E.data, v.grad_E.data, 1, v.lora_E.strides[0], 0, v.grad_E.strides[0], 0, base + r * in};
+  x[2] = {v.lora_B.data,       v.grad_B.data,      r, v.lora_B.strides[0], v.lora_B.strides[1], v.grad_B.strides[0],
+          v.grad_B.strides[1], base + r * (in + 1)};
+  return x;
+}
+
+/// Whether every parameter and gradient view of an adapter is contiguous row-major (missing gradients count as
+/// contiguous: a metric that reads them requires them).
+template <class T, class Space>
+bool plan_contiguous(const svd_adapter_views<T, Space>& v) noexcept {
+  auto ok = [](const auto& view) { return view.data == nullptr || view.is_contiguous(); };
+  return ok(v.lora_A) && ok(v.lora_E) && ok(v.lora_B) && ok(v.grad_A) && ok(v.grad_E) && ok(v.grad_B);
+}
+
+/// The host side of a plan: built once from the registered shapes (tensors are re-pointed on rebind).
+template <class T>
+struct step_plan {
+  std::vector<plan_tensor<T>> tensors;  ///< 3 per adapter, in registration order: A, E, B
+  std::vector<plan_tile> tiles;
+  std::vector<plan_score> scores;  ///< one per singular value, in score order (b0)
+  std::size_t partials = 0;        ///< doubles of partial sums the tiles write
+
+  /// Appends adapter k (tensors 3k … 3k + 2) whose state starts at `base` and whose singular values start at
+  /// `score_offset` among all b0.
+  template <class Space>
+  void add_adapter(const svd_adapter_views<T, Space>& v, std::size_t base, std::size_t score_offset) {
+    const auto first = static_cast<std::uint32_t>(tensors.size());
+    const auto x = plan_tensors_of(v, base);
+    tensors.insert(tensors.end(), x.begin(), x.end());
+    const std::size_t r = v.rank(), in = v.in_features(), out = v.out_features();
+    if (r == 0) return;
+    const std::size_t tile = plan_tile_elements;
+    // Q: each row in chunks of at most `tile` elements, one partial per chunk
+    const std::size_t q_chunks = (in + tile - 1) / tile, q_base = partials;
+    for (std::size_t j = 0; j < r; ++j)
+      for (std::size_t c = 0; c < q_chunks; ++c)
+        tiles.push_back(
+            {first, tile_kind::q_row, j * in + c * tile, std::min(tile, in - c * tile), q_base + j * q_chunks + c});
+    partials += r * q_chunks;
+    // λ: in chunks of at most `tile` elements
+    for (std::size_t b = 0; b < r; b += tile)
+      tiles.push_back({first + 1, tile_kind::lambda, b, std::min(tile, r - b), score_offset});
+    // P: blocks of whole rows, at most `tile` elements (at least one row) each, r partials per block
+    const std::size_t rows = std::max<std::size_t>(1, tile / r);
+    const std::size_t p_chunks = (out + rows - 1) / rows, p_base = partials;
+    for (std::size_t b = 0; b < p_chunks; ++b)
+      tiles.push_back({first + 2, tile_kind::p_rows, b * rows * r, std::min(rows, out - b * rows) * r, p_base + b * r});
+    partials += p_chunks * r;
+    for (std::size_t j = 0; j < r; ++j)
+      scores.push_back({q_base + j * q_chunks, q_chunks, p_base + j, p_chunks, r, in, out, first + 1, j});
+  }
+};
+
+}  // namespace adalora::detail
