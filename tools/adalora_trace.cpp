@@ -1,48 +1,83 @@
 // adalora-trace: replays PEFT reference traces through the library and prints PASS/FAIL per file.
 //
-//   adalora-trace [--backend NAME] FILE...
+//   adalora-trace [--backend eigen|xtensor|thrust|cuda] FILE...
 //
 // One line per file, then "N passed, M failed" (", K skipped" for trace kinds this build cannot replay yet).
-// Exit status: 0 when nothing failed, 1 when something failed, 2 on a usage error.
+// Exit status: 0 when nothing failed, 1 when something failed, 2 on a usage error (among them a backend that this
+// build does not have: `--help` lists the ones it has).
 #include <cstring>
 #include <exception>
 #include <filesystem>
 #include <iostream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "adalora/backends/eigen/eigen_backend.hpp"
-#include "adalora/io/safetensors.hpp"
-#include "adalora/validate/alloc_trace.hpp"
-#include "adalora/validate/layer_trace.hpp"
+#include "trace_backends.hpp"
+
+namespace adalora::tools {
+
+validate::trace_result replay_eigen(const io::safetensors_file& file, trace_kind kind) {
+  return replay_on<eigen_backend>(file, kind);
+}
+
+}  // namespace adalora::tools
 
 namespace {
 
+using adalora::tools::trace_kind;
 using adalora::validate::trace_result;
 
-const char* const backend_names[] = {"eigen"};
+/// A backend adalora-trace knows: its replay function when this build has it, else how to get it.
+struct trace_backend {
+  std::string_view name;
+  trace_result (*replay)(const adalora::io::safetensors_file&, trace_kind);
+  std::string_view how_to_build;
+};
+
+// ADALORA_TRACE_<NAME> come from tools/CMakeLists.txt, one per backend target the build has.
+constexpr trace_backend trace_backends[] = {
+    {"eigen", &adalora::tools::replay_eigen, ""},
+#if defined(ADALORA_TRACE_XTENSOR)
+    {"xtensor", &adalora::tools::replay_xtensor, ""},
+#else
+    {"xtensor", nullptr, "install xtensor >= 0.24 (Debian: libxtensor-dev) and configure again"},
+#endif
+#if defined(ADALORA_TRACE_THRUST)
+    {"thrust", &adalora::tools::replay_thrust, ""},
+#else
+    {"thrust", nullptr, "needs CCCL (the CUDA toolkit's Thrust) and OpenMP; configure with -DADALORA_WITH_THRUST=ON"},
+#endif
+#if defined(ADALORA_TRACE_CUDA)
+    {"cuda", &adalora::tools::replay_cuda, ""},
+#else
+    {"cuda", nullptr, "configure with -DADALORA_ENABLE_CUDA=ON (needs nvcc)"},
+#endif
+};
+
+std::string built_backends() {
+  std::string s;
+  for (const auto& b : trace_backends)
+    if (b.replay) s += (s.empty() ? "" : ", ") + std::string(b.name);
+  return s;
+}
 
 void usage(std::ostream& os) {
   os << "usage: adalora-trace [--backend NAME] FILE...\n"
         "Replays reference traces (formats adalora-trace/alloc/1, adalora-trace/layer/1) and compares every step.\n"
-        "backends:";
-  for (const char* b : backend_names) os << ' ' << b;
-  os << "\n";
+        "backends in this build: "
+     << built_backends() << " (default: eigen)\n";
 }
 
-trace_result replay(const std::string& path, const std::string& backend) {
+trace_result replay(const std::string& path, const trace_backend& backend) {
   const auto file = adalora::io::safetensors_file::open(path);
   const auto& md = file.metadata();
   const auto fmt = md.find("format");
   if (fmt == md.end()) throw adalora::format_error("no __metadata__.format: not an adalora trace");
-  if (fmt->second == "adalora-trace/alloc/1") {
-    if (backend == "eigen") return adalora::validate::replay_alloc_trace(file, adalora::eigen_backend{});
-  } else if (fmt->second == "adalora-trace/layer/1") {
-    if (backend == "eigen") return adalora::validate::replay_layer_trace(file, adalora::eigen_backend{});
-  } else {
-    throw adalora::format_error("unknown trace format '" + fmt->second + "'");
-  }
-  throw adalora::usage_error("backend '" + backend + "' is not built");
+  if (fmt->second == "adalora-trace/alloc/1") return backend.replay(file, trace_kind::alloc);
+  if (fmt->second == "adalora-trace/layer/1") return backend.replay(file, trace_kind::layer);
+  throw adalora::format_error("unknown trace format '" + fmt->second + "'");
 }
 
 }  // namespace
@@ -67,11 +102,16 @@ int main(int argc, char** argv) {
       files.push_back(a);
     }
   }
-  bool known = false;
-  for (const char* b : backend_names) known = known || backend == b;
-  if (!known) {
-    std::cerr << "adalora-trace: unknown backend '" << backend << "'\n";
-    usage(std::cerr);
+  const trace_backend* chosen = nullptr;
+  for (const auto& b : trace_backends)
+    if (b.name == backend) chosen = &b;
+  if (!chosen) {
+    std::cerr << "adalora-trace: unknown backend '" << backend << "'; this build has: " << built_backends() << "\n";
+    return 2;
+  }
+  if (!chosen->replay) {
+    std::cerr << "adalora-trace: backend '" << backend << "' is not built into this adalora-trace ("
+              << chosen->how_to_build << "); this build has: " << built_backends() << "\n";
     return 2;
   }
   if (files.empty()) {
@@ -83,7 +123,7 @@ int main(int argc, char** argv) {
   for (const auto& f : files) {
     const std::string shown = std::filesystem::path(f).filename().string();
     try {
-      const trace_result r = replay(f, backend);
+      const trace_result r = replay(f, *chosen);
       switch (r.outcome) {
         case trace_result::status::passed:
           ++passed;
