@@ -4,24 +4,16 @@
 // Benchmarks (names are what --benchmark_filter matches):
 //   bandwidth/copy/threads:N            memcpy of 256 MiB (bytes = read + written)
 //   bandwidth/update_pattern/threads:N  read 2 streams, read+write 2 streams: the importance update's pattern
-//   step/update/<set>/<backend>         allocator.step(t) in the warm-up phase: checks + importance update
-//   step/mask/<set>/<backend>           allocator.step(t) on a mask step: + scores, threshold, mask
-//   parts/check/<set>/<backend>         only the non-finite pre-check step() runs over θ and g
-//   parts/update/<set>/<backend>        only the importance update kernels (one for_each per tensor)
-//   parts/update_raw/<set>/<backend>    the same update through a raw-pointer functor (proposal check)
-//   parts/means_one_pass/<set>/<backend> all triplet means in one for_each over b0 (proposal check)
-//   parts/alloc_scores/<set>/<backend>  only the per-mask-step allocation of the zero-filled element-score buffer
-//   parts/element_scores/<set>/<backend> only the element score pass (Ī·Ū into a buffer)
-//   parts/means/<set>/<backend>         only the row/col means of every adapter's Q and P score blocks
-//   fused/update|mask/<set>/threads:N   a hand-written single pass (update + finiteness flag [+ triplet sums]) that
-//                                       shows what the memory system allows; not the library
+//   step/update/<set>/<backend>         allocator.step(t) in the warm-up phase: the fused update pass + its check
+//   step/mask/<set>/<backend>           allocator.step(t) on a mask step: + score sums, triplets, threshold, mask
+//   fused/update|mask/<set>/threads:N   a hand-written, in-place single pass (update + finiteness count [+ triplet
+//                                       sums]) per adapter, to show what the memory system allows; not the library
 // <set> is deberta (72 adapters, 2.0 M elements per plane) or llama (224 adapters, 30 M elements per plane,
 // ~1.2 GB in all). Quick run: --benchmark_filter=deberta. The LLaMA set is built only when one of its benchmarks runs.
 //
 // Counters: bytes = bytes per second the step must move at least (θ and g read, both EMA planes read and written,
 // 24 B per element; + the b0 triplet scores and λ on mask steps); moved = bytes per second the implementation's
-// passes move as written (see moved_bytes()); threads = threads the work ran on. For parts/*, bytes = what that
-// one pass reads and writes.
+// passes move as written (see moved_bytes()); threads = threads the work ran on.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -94,8 +86,8 @@ struct adapter_set {
     for (std::size_t k = 0; k < shapes.size(); ++k) {
       const auto& a = shapes[k];
       float* p = params.data() + offset[k];
-      bench::fill_uniform(p, init_r * a.in, -0.035f, 0.035f, 3 * k + 1);                      // Q ~ PEFT's N(0, 0.02²)
-      bench::fill_uniform(p + init_r * a.in, init_r, -0.1f, 0.1f, 3 * k + 2);                 // λ, already trained
+      bench::fill_uniform(p, init_r * a.in, -0.035f, 0.035f, 3 * k + 1);       // Q ~ PEFT's N(0, 0.02²)
+      bench::fill_uniform(p + init_r * a.in, init_r, -0.1f, 0.1f, 3 * k + 2);  // λ, already trained
       bench::fill_uniform(p + init_r * (a.in + 1), a.out * init_r, -0.035f, 0.035f, 3 * k + 3);  // P
     }
     bench::fill_uniform(grads.data(), elements, -1e-3f, 1e-3f, 99);
@@ -120,7 +112,8 @@ struct adapter_set {
     // at most one set alive: the LLaMA set is large, and a filtered run never builds the other
     static std::unique_ptr<adapter_set> current;
     if (!current || current->name != which)
-      current.reset(), current = std::make_unique<adapter_set>(which, which == "llama" ? llama_shapes() : deberta_shapes());
+      current.reset(),
+          current = std::make_unique<adapter_set>(which, which == "llama" ? llama_shapes() : deberta_shapes());
     return *current;
   }
 };
@@ -133,13 +126,12 @@ double required_bytes(const adapter_set& s, bool mask) {
   return b;
 }
 
-/// What rank_allocator::step moves as written (per element of the arena, ignoring the b0-sized work):
-///   check_inputs: count_if over θ and over g                                              8 B
-///   update_importance: read θ, g, both EMA planes; write both EMA planes                  24 B
-///   mask steps, select_and_mask: a fresh element_scores buffer zero-filled (4 B written), element_score_fn (8 B
-///   read, 4 B written), row_means/col_means read it again (4 B)                          +20 B
-double moved_bytes(const adapter_set& s, bool mask) {
-  return (mask ? 52.0 : 32.0) * static_cast<double>(s.elements);
+/// What rank_allocator::step moves as written (per element of the arena, ignoring the b0-sized work): one pass
+/// reads θ, g and both EMA planes from one state buffer and writes both planes to the other (double buffering);
+/// the finiteness count and, on mask steps, the score sums ride along in registers and cache-resident partials.
+/// On a CPU, writing the other buffer also reads it first (write-allocate), 8 B more that this does not count.
+double moved_bytes(const adapter_set& s, bool /*mask*/) {
+  return 24.0 * static_cast<double>(s.elements);
 }
 
 void set_byte_counters(benchmark::State& st, double required, double moved, int threads) {
@@ -182,206 +174,6 @@ void bm_step(benchmark::State& st, std::string set_name, bool mask) {
     if (mask && !rep.masked) st.SkipWithError("expected a mask step");
   }
   set_byte_counters(st, required_bytes(s, mask), moved_bytes(s, mask), bench::backend_threads<B>());
-}
-
-/// What check_inputs() runs: one count_if per parameter and per gradient view.
-template <class B>
-void bm_part_check(benchmark::State& st, std::string set_name) {
-  auto& s = adapter_set::get(set_name);
-  B backend;
-  std::vector<adalora::svd_adapter_views<float>> v;
-  for (std::size_t k = 0; k < s.adapters(); ++k) v.push_back(s.views(k));
-  auto count = [&](const auto& view) {
-    using V = std::remove_cvref_t<decltype(view)>;
-    return backend.count_if(view.size(), adalora::detail::non_finite_fn<V>{adalora::detail::flat_accessor<V>(view)});
-  };
-  for (auto _ : st) {
-    std::size_t bad = 0;
-    for (const auto& a : v)
-      bad += count(a.lora_A) + count(a.lora_E) + count(a.lora_B) + count(a.grad_A) + count(a.grad_E) + count(a.grad_B);
-    benchmark::DoNotOptimize(bad);
-  }
-  set_byte_counters(st, 8.0 * static_cast<double>(s.elements), 0, bench::backend_threads<B>());
-}
-
-/// What update_importance() runs: one for_each of the fused importance functor per tensor.
-template <class B>
-void bm_part_update(benchmark::State& st, std::string set_name) {
-  auto& s = adapter_set::get(set_name);
-  B backend;
-  adalora::sensitivity_uncertainty metric;
-  auto state = backend.template allocate<float>(2 * s.elements);
-  std::vector<adalora::svd_adapter_views<float>> v;
-  for (std::size_t k = 0; k < s.adapters(); ++k) v.push_back(s.views(k));
-  auto update = [&](const auto& param, const auto& grad, std::size_t base) {
-    using PV = std::remove_cvref_t<decltype(param)>;
-    using GV = std::remove_cvref_t<decltype(grad)>;
-    backend.for_each(param.size(), adalora::detail::importance_update_fn<adalora::sensitivity_uncertainty, PV, GV>{
-                                       metric, adalora::detail::flat_accessor<PV>(param),
-                                       adalora::detail::flat_accessor<GV>(grad), state.data(), s.elements, base});
-  };
-  for (auto _ : st) {
-    for (std::size_t k = 0; k < v.size(); ++k) {
-      const auto& a = v[k];
-      const std::size_t off = s.offset[k];
-      update(a.lora_A, a.grad_A, off);
-      update(a.lora_E, a.grad_E, off + a.lora_A.size());
-      update(a.lora_B, a.grad_B, off + a.lora_A.size() + a.lora_E.size());
-    }
-    benchmark::ClobberMemory();
-  }
-  set_byte_counters(st, 24.0 * static_cast<double>(s.elements), 0, bench::backend_threads<B>());
-}
-
-/// Proposal check: the same importance update with raw contiguous pointers instead of flat_accessor (whose
-/// per-element `contiguous ? data[i] : flat(i)` branch the compiler has to hoist to vectorize).
-struct raw_update_fn {
-  adalora::sensitivity_uncertainty metric;
-  const float* theta;
-  const float* grad;
-  float* ema;
-  float* unc;
-  ADALORA_HOST_DEVICE void operator()(std::size_t i) const noexcept {
-    float st[2] = {ema[i], unc[i]};
-    metric.update(theta[i], grad[i], st);
-    ema[i] = st[0];
-    unc[i] = st[1];
-  }
-};
-
-template <class B>
-void bm_part_update_raw(benchmark::State& st, std::string set_name) {
-  auto& s = adapter_set::get(set_name);
-  B backend;
-  auto state = backend.template allocate<float>(2 * s.elements);
-  adalora::sensitivity_uncertainty metric;
-  for (auto _ : st) {
-    for (std::size_t k = 0; k < s.adapters(); ++k) {  // still one call per tensor, as the library does
-      const auto& a = s.shapes[k];
-      const std::size_t off = s.offset[k];
-      const std::size_t sizes[3] = {init_r * a.in, init_r, a.out * init_r};
-      std::size_t o = off;
-      for (std::size_t n : sizes) {
-        backend.for_each(n, raw_update_fn{metric, s.params.data() + o, s.grads.data() + o, state.data() + o,
-                                          state.data() + s.elements + o});
-        o += n;
-      }
-    }
-    benchmark::ClobberMemory();
-  }
-  set_byte_counters(st, 24.0 * static_cast<double>(s.elements), 0, bench::backend_threads<B>());
-}
-
-/// Proposal check: every adapter's triplet means in one for_each over the b0 singular values (a per-singular-value
-/// table of where its Q row and P column are), summing in double; no per-element index division, one launch.
-struct triplet_means_fn {
-  const float* scores;          // element scores (the arena)
-  const std::size_t* q_offset;  // arena offset of row i of Q
-  const std::size_t* p_offset;  // arena offset of column i of P (element (0, i))
-  const std::size_t* in;
-  const std::size_t* out;
-  std::size_t r;
-  float* mean_q;
-  float* mean_p;
-  ADALORA_HOST_DEVICE void operator()(std::size_t i) const noexcept {
-    double q = 0.0, p = 0.0;
-    for (std::size_t j = 0; j < in[i]; ++j) q += static_cast<double>(scores[q_offset[i] + j]);
-    for (std::size_t o = 0; o < out[i]; ++o) p += static_cast<double>(scores[p_offset[i] + o * r]);
-    mean_q[i] = static_cast<float>(q) / static_cast<float>(in[i]);
-    mean_p[i] = static_cast<float>(p) / static_cast<float>(out[i]);
-  }
-};
-
-template <class B>
-void bm_part_means_one_pass(benchmark::State& st, std::string set_name) {
-  auto& s = adapter_set::get(set_name);
-  B backend;
-  auto scores = warm_state(backend, s);
-  const std::size_t b0 = s.b0();
-  std::vector<std::size_t> qo(b0), po(b0), in(b0), out(b0);
-  for (std::size_t k = 0; k < s.adapters(); ++k)
-    for (std::size_t c = 0; c < init_r; ++c) {
-      const std::size_t i = k * init_r + c;
-      qo[i] = s.offset[k] + c * s.shapes[k].in;
-      po[i] = s.offset[k] + init_r * (s.shapes[k].in + 1) + c;
-      in[i] = s.shapes[k].in;
-      out[i] = s.shapes[k].out;
-    }
-  auto upload = [&](const std::vector<std::size_t>& h) {
-    auto d = backend.template allocate<std::size_t>(b0);
-    backend.copy_from_host(h.data(), b0, d.data());
-    return d;
-  };
-  auto dqo = upload(qo), dpo = upload(po), din = upload(in), dout = upload(out);
-  auto mean_q = backend.template allocate<float>(b0);
-  auto mean_p = backend.template allocate<float>(b0);
-  for (auto _ : st) {
-    backend.for_each(b0, triplet_means_fn{scores.data(), dqo.data(), dpo.data(), din.data(), dout.data(), init_r,
-                                          mean_q.data(), mean_p.data()});
-    backend.synchronize();
-    benchmark::ClobberMemory();
-  }
-  set_byte_counters(st, 4.0 * static_cast<double>(s.elements), 0, bench::backend_threads<B>());
-}
-
-/// select_and_mask() starts with `backend.allocate<float>(total_elements)`: a fresh, zero-filled buffer of the
-/// arena's size on every mask step. This is that allocation (and its release) alone.
-template <class B>
-void bm_part_alloc_scores(benchmark::State& st, std::string set_name) {
-  auto& s = adapter_set::get(set_name);
-  B backend;
-  for (auto _ : st) {
-    auto buf = backend.template allocate<float>(s.elements);
-    benchmark::DoNotOptimize(buf.data());
-  }
-  set_byte_counters(st, 4.0 * static_cast<double>(s.elements), 0, bench::backend_threads<B>());
-}
-
-/// Builds an importance state with non-trivial values (one update over the set) for the score parts.
-template <class B>
-adalora::buffer_t<B, float> warm_state(B& backend, adapter_set& s) {
-  auto state = backend.template allocate<float>(2 * s.elements);
-  std::vector<float> h(2 * s.elements);
-  bench::fill_uniform(h.data(), h.size(), 1e-7f, 1e-5f, 5);
-  backend.copy_from_host(h.data(), h.size(), state.data());
-  return state;
-}
-
-/// select_and_mask()'s element score pass: element_scores[i] = Ī_i · Ū_i over the arena (into a kept buffer).
-template <class B>
-void bm_part_element_scores(benchmark::State& st, std::string set_name) {
-  auto& s = adapter_set::get(set_name);
-  B backend;
-  auto state = warm_state(backend, s);
-  auto scores = backend.template allocate<float>(s.elements);
-  adalora::sensitivity_uncertainty metric;
-  for (auto _ : st) {
-    backend.for_each(s.elements, adalora::detail::element_score_fn<adalora::sensitivity_uncertainty>{
-                                     metric, state.data(), s.elements, scores.data()});
-    benchmark::ClobberMemory();
-  }
-  set_byte_counters(st, 12.0 * static_cast<double>(s.elements), 0, bench::backend_threads<B>());
-}
-
-/// select_and_mask()'s reductions: row_means of every Q block (r × in) and col_means of every P block (out × r).
-template <class B>
-void bm_part_means(benchmark::State& st, std::string set_name) {
-  auto& s = adapter_set::get(set_name);
-  B backend;
-  auto scores = warm_state(backend, s);  // any positive values
-  auto mean_q = backend.template allocate<float>(s.b0());
-  auto mean_p = backend.template allocate<float>(s.b0());
-  for (auto _ : st) {
-    for (std::size_t k = 0; k < s.adapters(); ++k) {
-      const auto& a = s.shapes[k];
-      const std::size_t off = s.offset[k];
-      backend.row_means(scores.data() + off, init_r, a.in, mean_q.data() + k * init_r);
-      backend.col_means(scores.data() + off + init_r * (a.in + 1), a.out, init_r, mean_p.data() + k * init_r);
-    }
-    backend.synchronize();
-    benchmark::ClobberMemory();
-  }
-  set_byte_counters(st, 4.0 * static_cast<double>(s.elements), 0, bench::backend_threads<B>());
 }
 
 // ---- a fused single pass, to show what the memory system allows ----------------------------------------------
@@ -499,36 +291,6 @@ struct register_backend {
                                    [s = set, mask](benchmark::State& st) { bm_step<B>(st, s, mask); })
           ->UseRealTime()
           ->Unit(benchmark::kMillisecond);
-    {
-      benchmark::RegisterBenchmark(("parts/check/" + set + "/" + b).c_str(),
-                                   [s = set](benchmark::State& st) { bm_part_check<B>(st, s); })
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond);
-      benchmark::RegisterBenchmark(("parts/update/" + set + "/" + b).c_str(),
-                                   [s = set](benchmark::State& st) { bm_part_update<B>(st, s); })
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond);
-      benchmark::RegisterBenchmark(("parts/update_raw/" + set + "/" + b).c_str(),
-                                   [s = set](benchmark::State& st) { bm_part_update_raw<B>(st, s); })
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond);
-      benchmark::RegisterBenchmark(("parts/means_one_pass/" + set + "/" + b).c_str(),
-                                   [s = set](benchmark::State& st) { bm_part_means_one_pass<B>(st, s); })
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond);
-      benchmark::RegisterBenchmark(("parts/alloc_scores/" + set + "/" + b).c_str(),
-                                   [s = set](benchmark::State& st) { bm_part_alloc_scores<B>(st, s); })
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond);
-      benchmark::RegisterBenchmark(("parts/element_scores/" + set + "/" + b).c_str(),
-                                   [s = set](benchmark::State& st) { bm_part_element_scores<B>(st, s); })
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond);
-      benchmark::RegisterBenchmark(("parts/means/" + set + "/" + b).c_str(),
-                                   [s = set](benchmark::State& st) { bm_part_means<B>(st, s); })
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond);
-    }
   }
 };
 

@@ -53,50 +53,116 @@ ADALORA_HOST_DEVICE inline T& plan_element(T* data, std::size_t i, std::size_t c
   }
 }
 
-/// Where the element scores of one tile go (see fused_importance_fn): a Q tile sums its part of a row, a P tile the
-/// r columns of its rows, a λ tile stores each score. Sums are in double, in element order.
-struct tile_score_sink {
-  plan_tile tile;
-  std::size_t cols;
+/// Where the element scores of one tile go (see fused_importance_fn), handed over in blocks of consecutive elements
+/// (`first` is the block's first element index in the tensor). Sums are in double, in a fixed order.
+/// A Q tile (part of one row of lora_A) sums into partial[slot], element j of the tile into accumulator j mod 4,
+/// then (a0 + a1) + (a2 + a3).
+struct q_row_sink {
   double* partial;
-  float* lambda_scores;
-  double line_sum = 0.0;
-
-  ADALORA_HOST_DEVICE tile_score_sink(const plan_tile& t, std::size_t c, double* p, float* l) noexcept
-      : tile(t), cols(c), partial(p), lambda_scores(l) {
-    if (tile.kind == tile_kind::p_rows)
-      for (std::size_t k = 0; k < cols; ++k) partial[tile.slot + k] = 0.0;
-  }
-  ADALORA_HOST_DEVICE void add(std::size_t i, float score) noexcept {
-    switch (tile.kind) {
-      case tile_kind::q_row:
-        line_sum += static_cast<double>(score);
-        break;
-      case tile_kind::lambda:
-        lambda_scores[tile.slot + i] = score;
-        break;
-      case tile_kind::p_rows:
-        partial[tile.slot + i % cols] += static_cast<double>(score);
-        break;
+  std::size_t slot;
+  double acc[4] = {0.0, 0.0, 0.0, 0.0};
+  std::size_t seen = 0;
+  ADALORA_HOST_DEVICE void add(std::size_t, const float* scores, std::size_t n) noexcept {
+    std::size_t j = 0;
+    if ((seen & 3u) == 0) {  // the usual case: whole groups of four in registers
+      double a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+      for (; j + 4 <= n; j += 4) {
+        a0 += static_cast<double>(scores[j]);
+        a1 += static_cast<double>(scores[j + 1]);
+        a2 += static_cast<double>(scores[j + 2]);
+        a3 += static_cast<double>(scores[j + 3]);
+      }
+      acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
     }
+    for (; j < n; ++j) acc[(seen + j) & 3u] += static_cast<double>(scores[j]);
+    seen += n;
   }
-  ADALORA_HOST_DEVICE void finish() const noexcept {
-    if (tile.kind == tile_kind::q_row) partial[tile.slot] = line_sum;
-  }
+  ADALORA_HOST_DEVICE void finish() const noexcept { partial[slot] = (acc[0] + acc[1]) + (acc[2] + acc[3]); }
 };
-
-/// The sink of a pass that does not score.
-struct no_score_sink {
-  ADALORA_HOST_DEVICE no_score_sink(const plan_tile&, std::size_t, double*, float*) noexcept {}
-  ADALORA_HOST_DEVICE void add(std::size_t, float) noexcept {}
+/// A λ tile stores element i's score at lambda_scores[slot + i].
+struct lambda_sink {
+  float* lambda_scores;
+  std::size_t slot;
+  ADALORA_HOST_DEVICE void add(std::size_t first, const float* scores, std::size_t n) const noexcept {
+    for (std::size_t j = 0; j < n; ++j) lambda_scores[slot + first + j] = scores[j];
+  }
   ADALORA_HOST_DEVICE void finish() const noexcept {}
 };
+/// A P tile (whole rows of lora_B, `cols` = r columns, starting at a row) sums column c into partial[slot + c], in
+/// row order.
+struct p_rows_sink {
+  double* partial;
+  std::size_t slot;
+  std::size_t cols;
+  std::size_t col = 0;
+  ADALORA_HOST_DEVICE p_rows_sink(double* p, std::size_t s, std::size_t c) noexcept : partial(p), slot(s), cols(c) {
+    for (std::size_t k = 0; k < cols; ++k) partial[slot + k] = 0.0;
+  }
+  ADALORA_HOST_DEVICE void add(std::size_t, const float* scores, std::size_t n) noexcept {
+    std::size_t j = 0;
+    for (; j < n && col != 0; ++j) one(scores[j]);  // finish a row begun in the previous block
+    // whole rows, a column at a time in a register (the same additions, in the same order per column)
+    const std::size_t rows = (n - j) / cols;
+    if (rows > 1) {
+      for (std::size_t c = 0; c < cols; ++c) {
+        double sum = partial[slot + c];
+        for (std::size_t r = 0; r < rows; ++r) sum += static_cast<double>(scores[j + r * cols + c]);
+        partial[slot + c] = sum;
+      }
+      j += rows * cols;
+    }
+    for (; j < n; ++j) one(scores[j]);
+  }
+  ADALORA_HOST_DEVICE void one(float score) noexcept {
+    partial[slot + col] += static_cast<double>(score);
+    col = col + 1 == cols ? 0 : col + 1;
+  }
+  ADALORA_HOST_DEVICE void finish() const noexcept {}
+};
+/// The sink of a pass that does not score.
+struct no_score_sink {
+  ADALORA_HOST_DEVICE void add(std::size_t, const float*, std::size_t) const noexcept {}
+  ADALORA_HOST_DEVICE void finish() const noexcept {}
+};
+
+/// Scores handed to a sink at once: on the host a block that stays in L1 and lets the update loop vectorize; on a
+/// GPU one (a per-thread array would live in slow local memory).
+#if defined(__CUDA_ARCH__)
+inline constexpr std::size_t score_block = 1;
+#else
+inline constexpr std::size_t score_block = 256;
+#endif
+
+/// Calls f(sink) with the sink of the tile's kind (the kind is decided once per tile, not per element), then
+/// finishes the sink.
+template <class F>
+ADALORA_HOST_DEVICE void with_tile_sink(const plan_tile& tile, std::size_t cols, double* partial, float* lambda_scores,
+                                        F&& f) noexcept {
+  switch (tile.kind) {
+    case tile_kind::q_row: {
+      q_row_sink sink{partial, tile.slot, {0.0, 0.0, 0.0, 0.0}, 0};
+      f(sink);
+      sink.finish();
+      break;
+    }
+    case tile_kind::lambda: {
+      lambda_sink sink{lambda_scores, tile.slot};
+      f(sink);
+      break;
+    }
+    case tile_kind::p_rows: {
+      p_rows_sink sink(partial, tile.slot, cols);
+      f(sink);
+      break;
+    }
+  }
+}
 
 /// The whole importance update of a step in one pass: work item t is tile t of the plan. For every element of the
 /// tile it reads θ and g, folds them into the metric's state read from `state_in` and writes the result to
 /// `state_out` (double buffering: the caller keeps `state_in` when any input was not finite, so a failed step
 /// changes nothing), and counts the non-finite inputs into bad[t]. With `Score` it also scores the new state into
-/// the tile's tile_score_sink, which leaves what triplet_from_partials_fn needs.
+/// the tile's sink (with_tile_sink), which leaves what triplet_from_partials_fn needs.
 template <class Metric, class T, bool Contiguous, bool Score>
 struct fused_importance_fn {
   Metric metric;
@@ -112,24 +178,45 @@ struct fused_importance_fn {
   ADALORA_HOST_DEVICE void operator()(std::size_t t) const noexcept {
     const plan_tile tile = tiles[t];
     const plan_tensor<T> x = tensors[tile.tensor];
-    std::conditional_t<Score, tile_score_sink, no_score_sink> sink(tile, x.cols, partial, lambda_scores);
+    if constexpr (Score)
+      with_tile_sink(tile, x.cols, partial, lambda_scores, [&](auto& sink) { bad[t] = run(tile, x, sink); });
+    else
+      bad[t] = run(tile, x, no_score_sink{});
+  }
+
+  // The update of the tile's elements, in blocks whose scores go to the sink; returns how many elements had a
+  // non-finite θ or g. Everything it reads is copied to locals first, so that the stores cannot alias it.
+  template <class Sink>
+  ADALORA_HOST_DEVICE std::uint32_t run(const plan_tile& tile, const plan_tensor<T>& x, Sink&& sink) const noexcept {
+    const Metric m = metric;
+    const float* in = state_in;
+    float* out = state_out;
+    const std::size_t plane = plane_size;
+    const T* param = x.param;
+    const T* grad = x.grad;
     std::uint32_t non_finite = 0;
-    for (std::size_t i = tile.begin; i < tile.begin + tile.count; ++i) {
-      const auto theta =
-          static_cast<float>(plan_element<Contiguous>(x.param, i, x.cols, x.param_row_stride, x.param_col_stride));
-      float g = 0.0f;
-      if constexpr (Metric::needs_gradient)
-        g = static_cast<float>(plan_element<Contiguous>(x.grad, i, x.cols, x.grad_row_stride, x.grad_col_stride));
-      non_finite += (is_finite_f(theta) && is_finite_f(g)) ? 0u : 1u;
-      float s[Metric::state_count];
-      const std::size_t e = x.base + i;
-      for (std::size_t k = 0; k < Metric::state_count; ++k) s[k] = state_in[k * plane_size + e];
-      metric.update(theta, g, s);
-      for (std::size_t k = 0; k < Metric::state_count; ++k) state_out[k * plane_size + e] = s[k];
-      if constexpr (Score) sink.add(i, metric.score(s));
+    [[maybe_unused]] float scores[Score ? score_block : 1];
+    const std::size_t end = tile.begin + tile.count;
+    for (std::size_t first = tile.begin; first < end; first += score_block) {
+      const std::size_t n = end - first < score_block ? end - first : score_block;
+      for (std::size_t j = 0; j < n; ++j) {
+        const std::size_t i = first + j;
+        const auto theta =
+            static_cast<float>(plan_element<Contiguous>(param, i, x.cols, x.param_row_stride, x.param_col_stride));
+        float g = 0.0f;
+        if constexpr (Metric::needs_gradient)
+          g = static_cast<float>(plan_element<Contiguous>(grad, i, x.cols, x.grad_row_stride, x.grad_col_stride));
+        non_finite += (is_finite_f(theta) && is_finite_f(g)) ? 0u : 1u;
+        float s[Metric::state_count];
+        const std::size_t e = x.base + i;
+        for (std::size_t k = 0; k < Metric::state_count; ++k) s[k] = in[k * plane + e];
+        m.update(theta, g, s);
+        for (std::size_t k = 0; k < Metric::state_count; ++k) out[k * plane + e] = s[k];
+        if constexpr (Score) scores[j] = m.score(s);
+      }
+      if constexpr (Score) sink.add(first, scores, n);
     }
-    bad[t] = non_finite;
-    sink.finish();
+    return non_finite;
   }
 };
 
@@ -148,13 +235,19 @@ struct plan_scores_fn {
   ADALORA_HOST_DEVICE void operator()(std::size_t t) const noexcept {
     const plan_tile tile = tiles[t];
     const plan_tensor<T> x = tensors[tile.tensor];
-    tile_score_sink sink(tile, x.cols, partial, lambda_scores);
-    for (std::size_t i = tile.begin; i < tile.begin + tile.count; ++i) {
-      float s[Metric::state_count];
-      for (std::size_t k = 0; k < Metric::state_count; ++k) s[k] = state[k * plane_size + x.base + i];
-      sink.add(i, metric.score(s));
-    }
-    sink.finish();
+    with_tile_sink(tile, x.cols, partial, lambda_scores, [&](auto& sink) {
+      float scores[score_block];
+      const std::size_t end = tile.begin + tile.count;
+      for (std::size_t first = tile.begin; first < end; first += score_block) {
+        const std::size_t n = end - first < score_block ? end - first : score_block;
+        for (std::size_t j = 0; j < n; ++j) {
+          float s[Metric::state_count];
+          for (std::size_t k = 0; k < Metric::state_count; ++k) s[k] = state[k * plane_size + x.base + first + j];
+          scores[j] = metric.score(s);
+        }
+        sink.add(first, scores, n);
+      }
+    });
   }
 };
 
