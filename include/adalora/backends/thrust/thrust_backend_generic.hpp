@@ -53,26 +53,25 @@ struct thrust_probe_task {
 /// checked) replace the generic Thrust formulations with a tuned library (cuBLAS, CUB); and a host system may set
 /// `static constexpr bool reduce_in_tiles = true` to reduce with thrust::for_each alone (see thrust_backend).
 template <class S>
-concept ThrustSystem =
-    std::same_as<typename S::thrust_system_concept, thrust_system_tag> && MemorySpace<typename S::memory_space> &&
-    std::copy_constructible<S> &&
+concept ThrustSystem = std::same_as<typename S::thrust_system_concept, thrust_system_tag> &&
+    MemorySpace<typename S::memory_space> && std::copy_constructible<S> &&
     std::is_nothrow_move_constructible_v<decltype(std::declval<const S&>().template allocate<float>(std::size_t{}))> &&
     requires(const S& s, const float* cf, float* f, const std::uint8_t* cu, std::uint8_t* u, const std::size_t* cz,
              std::size_t* z, std::size_t n) {
-      { S::name } -> std::convertible_to<const char*>;
-      s.policy();
-      { s.template allocate<float>(n) } -> BufferOf<float>;
-      { s.template allocate<std::uint8_t>(n) } -> BufferOf<std::uint8_t>;
-      { s.template allocate<std::size_t>(n) } -> BufferOf<std::size_t>;
-      s.copy_to_host(cf, n, f);
-      s.copy_from_host(cf, n, f);
-      s.copy_to_host(cu, n, u);
-      s.copy_from_host(cu, n, u);
-      s.copy_to_host(cz, n, z);
-      s.copy_from_host(cz, n, z);
-      s.synchronize();
-      s.guarded(detail::thrust_probe_task{});
-    };
+  { S::name } -> std::convertible_to<const char*>;
+  s.policy();
+  { s.template allocate<float>(n) } -> BufferOf<float>;
+  { s.template allocate<std::uint8_t>(n) } -> BufferOf<std::uint8_t>;
+  { s.template allocate<std::size_t>(n) } -> BufferOf<std::size_t>;
+  s.copy_to_host(cf, n, f);
+  s.copy_from_host(cf, n, f);
+  s.copy_to_host(cu, n, u);
+  s.copy_from_host(cu, n, u);
+  s.copy_to_host(cz, n, z);
+  s.copy_from_host(cz, n, z);
+  s.synchronize();
+  s.guarded(detail::thrust_probe_task{});
+};
 
 namespace detail {
 
@@ -298,6 +297,9 @@ public:
   template <class F>
   void for_each(std::size_t n, F f) const {
     if (n == 0) return;
+    if constexpr (std::same_as<memory_space, host_space>) {
+      if (n == 1) return f(std::size_t{0});  // host memory: no parallel region for one item
+    }
     system_.guarded([&] { thrust::for_each(policy_, first(), first() + n, f); });
   }
 
