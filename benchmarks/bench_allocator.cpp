@@ -27,45 +27,15 @@
 
 #include "adalora/adalora.hpp"
 #include "adalora/allocation/allocator_kernels.hpp"
+#include "adapter_sets.hpp"
 #include "bench_common.hpp"
 
 namespace {
 
-constexpr std::size_t init_r = 12;
-
-struct adapter_shape {
-  std::string name;
-  std::size_t in, out;
-};
-
-/// DeBERTa-v3-base: 12 layers × {query, key, value, attention.output.dense (768 × 768), intermediate.dense
-/// (768 → 3072), output.dense (3072 → 768)}: 72 adapters.
-std::vector<adapter_shape> deberta_shapes() {
-  std::vector<adapter_shape> s;
-  for (int l = 0; l < 12; ++l) {
-    const std::string p = "deberta.encoder.layer." + std::to_string(l) + ".";
-    for (const char* m : {"attention.self.query_proj", "attention.self.key_proj", "attention.self.value_proj",
-                          "attention.output.dense"})
-      s.push_back({p + m, 768, 768});
-    s.push_back({p + "intermediate.dense", 768, 3072});
-    s.push_back({p + "output.dense", 3072, 768});
-  }
-  return s;
-}
-
-/// LLaMA-7B: 32 layers × {q, k, v, o (4096 × 4096), gate, up (4096 → 11008), down (11008 → 4096)}: 224 adapters.
-std::vector<adapter_shape> llama_shapes() {
-  std::vector<adapter_shape> s;
-  for (int l = 0; l < 32; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    for (const char* m : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"})
-      s.push_back({p + m, 4096, 4096});
-    s.push_back({p + "mlp.gate_proj", 4096, 11008});
-    s.push_back({p + "mlp.up_proj", 4096, 11008});
-    s.push_back({p + "mlp.down_proj", 11008, 4096});
-  }
-  return s;
-}
+using bench::adapter_shape;
+using bench::deberta_shapes;
+using bench::init_r;
+using bench::llama_shapes;
 
 /// The trainer's tensors of one adapter set: every adapter's A (r × in), E (r), B (out × r) back to back in one
 /// host array, and the gradients likewise. Built once per program run, shared by every backend (all host memory).

@@ -1,4 +1,4 @@
-// Shared pieces of the benchmark programs: the backends built in, seeded fills, memory-bandwidth probes, a reporter.
+// Shared pieces of the CPU benchmark programs: the backends built in and the memory-bandwidth probes.
 #pragma once
 
 #include <benchmark/benchmark.h>
@@ -25,6 +25,9 @@
 #if ADALORA_BENCH_HAS_THRUST
 #include "adalora/backends/thrust/thrust_backend.hpp"
 #endif
+
+#include "bench_fill.hpp"
+#include "bench_report.hpp"
 
 namespace bench {
 
@@ -55,20 +58,6 @@ void for_each_backend(F&& f) {
   f.template operator()<adalora::thrust_cpp_backend>();
   f.template operator()<adalora::thrust_omp_backend>();
 #endif
-}
-
-/// Fills v with seeded uniform values in [lo, hi) (splitmix64; fast enough for 10⁸ values).
-inline void fill_uniform(float* v, std::size_t n, float lo, float hi, std::uint64_t seed) {
-  std::uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (std::size_t i = 0; i < n; ++i) {
-    s += 0x9E3779B97F4A7C15ull;
-    std::uint64_t z = s;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    const float u = static_cast<float>(z >> 40) * (1.0f / 16777216.0f);  // [0, 1)
-    v[i] = lo + (hi - lo) * u;
-  }
 }
 
 // ---- memory bandwidth, measured in the same run as the kernels it is compared with ---------------------------
@@ -103,9 +92,9 @@ inline void copy_bandwidth(benchmark::State& state, int threads) {
     benchmark::DoNotOptimize(buf.b.data());
     benchmark::ClobberMemory();
   }
-  state.counters["bytes"] = benchmark::Counter(static_cast<double>(2 * n * sizeof(float)),
-                                               benchmark::Counter::kIsIterationInvariantRate,
-                                               benchmark::Counter::OneK::kIs1000);
+  state.counters["bytes"] =
+      benchmark::Counter(static_cast<double>(2 * n * sizeof(float)), benchmark::Counter::kIsIterationInvariantRate,
+                         benchmark::Counter::OneK::kIs1000);
   state.counters["threads"] = threads;
 }
 
@@ -131,9 +120,9 @@ inline void update_pattern_bandwidth(benchmark::State& state, int threads) {
     benchmark::ClobberMemory();
   }
   // keep the values bounded for the next iterations: u, w converge (0.5 factors)
-  state.counters["bytes"] = benchmark::Counter(static_cast<double>(n * 6 * sizeof(float)),
-                                               benchmark::Counter::kIsIterationInvariantRate,
-                                               benchmark::Counter::OneK::kIs1000);
+  state.counters["bytes"] =
+      benchmark::Counter(static_cast<double>(n * 6 * sizeof(float)), benchmark::Counter::kIsIterationInvariantRate,
+                         benchmark::Counter::OneK::kIs1000);
   state.counters["threads"] = threads;
 }
 
@@ -151,59 +140,6 @@ inline void register_bandwidth_benchmarks() {
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
   }
-}
-
-// ---- a console reporter that also keeps every run for a summary at the end ---------------------------------------
-
-/// One benchmark's result: seconds per iteration (real time) and its counters (rates already per second).
-struct result {
-  double seconds = 0.0;
-  std::map<std::string, double> counters;
-};
-
-/// Prints what the ConsoleReporter prints, keeps the results by name (the median when repetitions were asked for),
-/// and calls `summary` with them once every benchmark has run.
-class summary_reporter : public benchmark::ConsoleReporter {
-public:
-  using summary_fn = std::function<void(const std::map<std::string, result>&)>;
-  explicit summary_reporter(summary_fn summary)
-      : benchmark::ConsoleReporter(benchmark::ConsoleReporter::OO_Tabular), summary_(std::move(summary)) {}
-
-  void ReportRuns(const std::vector<Run>& runs) override {
-    benchmark::ConsoleReporter::ReportRuns(runs);
-    for (const auto& r : runs) {
-      if (r.error_occurred) continue;
-      const bool median = r.run_type == Run::RT_Aggregate && r.aggregate_name == "median";
-      if (r.run_type == Run::RT_Aggregate && !median) continue;
-      const std::string name = r.run_name.function_name;
-      if (!median && medians_.count(name)) continue;
-      result res;
-      res.seconds = r.GetAdjustedRealTime() / benchmark::GetTimeUnitMultiplier(r.time_unit);
-      for (const auto& [k, c] : r.counters) res.counters[k] = c.value;
-      results_[name] = res;
-      if (median) medians_.insert(name);
-    }
-  }
-
-  void Finalize() override {
-    benchmark::ConsoleReporter::Finalize();
-    if (summary_ && !results_.empty()) summary_(results_);
-  }
-
-private:
-  summary_fn summary_;
-  std::map<std::string, result> results_;
-  std::set<std::string> medians_;
-};
-
-/// Runs the registered benchmarks with the summary reporter; the usual Google Benchmark flags apply.
-inline int run_main(int argc, char** argv, summary_reporter::summary_fn summary) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  summary_reporter reporter(std::move(summary));
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  benchmark::Shutdown();
-  return 0;
 }
 
 }  // namespace bench

@@ -1,0 +1,207 @@
+// bench_allocator_cuda: rank_allocator::step on the CUDA backend (DeBERTa / LLaMA-7B sets) next to the GPU's copy
+// bandwidth measured in the same run.
+//
+// Benchmarks (names are what --benchmark_filter matches):
+//   bandwidth/copy/cuda             cudaMemcpyAsync device to device of 1 GiB (bytes = read + written)
+//   step/update/<set>/cuda          allocator.step(t) in the warm-up phase (fused update + its non-finite count)
+//   step/mask/<set>/cuda            allocator.step(t) on a mask step (+ triplet scores, CUB selection, masks)
+//   step/update/<set>/cuda-bf16     the same with bfloat16 parameters and gradients (float32 importance state)
+// Counters: bytes = the bytes per second the step must move (θ and g read, both EMA planes read and written);
+// launches = backend calls per step, counted by a wrapper around the backend (each is one kernel or copy).
+// Timing is wall time per step, and every step ends synchronized (its count of non-finite inputs is read back).
+#include <benchmark/benchmark.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "adalora/allocation/rank_allocator.hpp"
+#include "adalora/backends/cuda/cuda_backend.cuh"
+#include "adalora/core/bfloat16.hpp"
+#include "adapter_sets.hpp"
+#include "bench_fill.hpp"
+#include "bench_report.hpp"
+
+// A named namespace: nvcc warns (#177) about unreferenced members of templates in an unnamed one.
+namespace bench_cuda {
+
+using bench::init_r;
+
+/// cudaMalloc'd memory, freed at the end.
+template <class T>
+struct device_array {
+  T* data = nullptr;
+  explicit device_array(std::size_t n) { adalora::detail::cuda_check(cudaMalloc(&data, n * sizeof(T)), "cudaMalloc"); }
+  device_array(const device_array&) = delete;
+  device_array& operator=(const device_array&) = delete;
+  ~device_array() { cudaFree(data); }
+};
+
+/// The CUDA backend, counting its calls (the kernel launches and copies of a step).
+struct counting_cuda_backend : adalora::cuda_backend {
+  static constexpr const char* name = "cuda";
+  std::shared_ptr<std::size_t> calls = std::make_shared<std::size_t>(0);
+  template <class F>
+  void for_each(std::size_t n, F f) const {
+    ++*calls;
+    adalora::cuda_backend::for_each(n, f);
+  }
+  template <class P>
+  std::size_t count_if(std::size_t n, P p) const {
+    ++*calls;
+    return adalora::cuda_backend::count_if(n, p);
+  }
+  float kth_smallest(const float* v, std::size_t n, std::size_t k) const {
+    ++*calls;
+    return adalora::cuda_backend::kth_smallest(v, n, k);
+  }
+  template <class T>
+  void copy_to_host(const T* src, std::size_t n, T* dst) const {
+    ++*calls;
+    adalora::cuda_backend::copy_to_host(src, n, dst);
+  }
+};
+
+/// One adapter set in device memory, in the parameter type T (float or bfloat16).
+template <class T>
+struct device_set {
+  std::vector<bench::adapter_shape> shapes;
+  std::vector<std::size_t> offset;
+  std::size_t elements = 0;
+  std::unique_ptr<device_array<T>> params, grads;
+
+  explicit device_set(std::vector<bench::adapter_shape> s) : shapes(std::move(s)) {
+    for (const auto& a : shapes) {
+      offset.push_back(elements);
+      elements += init_r * (a.in + 1 + a.out);
+    }
+    std::vector<float> p(elements), g(elements);
+    bench::fill_uniform(p.data(), elements, -0.035f, 0.035f, 1);
+    bench::fill_uniform(g.data(), elements, -1e-3f, 1e-3f, 99);
+    params = std::make_unique<device_array<T>>(elements);
+    grads = std::make_unique<device_array<T>>(elements);
+    upload(p, params->data);
+    upload(g, grads->data);
+  }
+  static void upload(const std::vector<float>& h, T* d) {
+    std::vector<T> t(h.begin(), h.end());
+    adalora::detail::cuda_check(cudaMemcpy(d, t.data(), t.size() * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy");
+  }
+
+  adalora::svd_adapter_views<T, adalora::cuda_device_space> views(std::size_t k) const {
+    const auto& a = shapes[k];
+    T* p = params->data + offset[k];
+    const T* g = grads->data + offset[k];
+    using adalora::make_matrix_view;
+    using adalora::make_vector_view;
+    return {make_matrix_view<adalora::cuda_device_space>(p, init_r, a.in),
+            make_vector_view<adalora::cuda_device_space>(p + init_r * a.in, init_r),
+            make_matrix_view<adalora::cuda_device_space>(p + init_r * (a.in + 1), a.out, init_r),
+            make_matrix_view<adalora::cuda_device_space>(g, init_r, a.in),
+            make_vector_view<adalora::cuda_device_space>(g + init_r * a.in, init_r),
+            make_matrix_view<adalora::cuda_device_space>(g + init_r * (a.in + 1), a.out, init_r)};
+  }
+};
+
+std::vector<bench::adapter_shape> shapes_of(const std::string& set) {
+  return set == "llama" ? bench::llama_shapes() : bench::deberta_shapes();
+}
+
+/// Warm-up-only (update) or every-step-masks (mask) configs, as in bench_allocator.
+adalora::adalora_config bench_config(bool mask, std::int64_t& first_step) {
+  adalora::adalora_config c;
+  c.init_r = static_cast<std::int64_t>(init_r);
+  c.target_r = 8;
+  c.deltaT = 1;
+  c.total_step = std::int64_t{1} << 41;
+  c.tfinal = 0;
+  c.tinit = mask ? 0 : std::int64_t{1} << 40;
+  first_step = mask ? c.total_step / 2 : 0;
+  return c;
+}
+
+template <class T>
+void bm_step(benchmark::State& st, std::string set, bool mask) {
+  device_set<T> s(shapes_of(set));
+  std::int64_t t = 0;
+  counting_cuda_backend backend;
+  adalora::rank_allocator<counting_cuda_backend, adalora::sensitivity_uncertainty, adalora::cubic_schedule, T> alloc(
+      bench_config(mask, t), backend);
+  for (std::size_t k = 0; k < s.shapes.size(); ++k) alloc.add_adapter(s.shapes[k].name, s.views(k));
+  alloc.step(t++);  // allocates the plan and the importance state; not timed
+  const std::size_t before = *alloc.backend().calls;
+  std::size_t steps = 0;
+  for (auto _ : st) {
+    const auto rep = alloc.step(t++);
+    benchmark::DoNotOptimize(rep);
+    if (mask && !rep.masked) st.SkipWithError("expected a mask step");
+    ++steps;
+  }
+  alloc.backend().synchronize();
+  using benchmark::Counter;
+  // θ and g read, both float32 EMA planes read and written (bench_allocator's required_bytes for float: 24 B)
+  const double bytes = (2.0 * sizeof(T) + 16.0) * static_cast<double>(s.elements);
+  st.counters["bytes"] = Counter(bytes, Counter::kIsIterationInvariantRate, Counter::OneK::kIs1000);
+  st.counters["launches"] =
+      steps ? static_cast<double>(*alloc.backend().calls - before) / static_cast<double>(steps) : 0;
+  st.counters["adapters"] = static_cast<double>(s.shapes.size());
+}
+
+void bm_copy(benchmark::State& st) {
+  const std::size_t bytes = std::size_t{1} << 30;
+  device_array<std::uint8_t> a(bytes), b(bytes);
+  adalora::detail::cuda_check(cudaMemset(a.data, 1, bytes), "cudaMemset");
+  for (auto _ : st) {
+    adalora::detail::cuda_check(cudaMemcpyAsync(b.data, a.data, bytes, cudaMemcpyDeviceToDevice), "cudaMemcpyAsync");
+    adalora::detail::cuda_check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  }
+  st.counters["bytes"] =
+      benchmark::Counter(2.0 * static_cast<double>(bytes), benchmark::Counter::kIsIterationInvariantRate,
+                         benchmark::Counter::OneK::kIs1000);
+}
+
+void summary(const std::map<std::string, bench::result>& r) {
+  const auto copy = r.find("bandwidth/copy/cuda");
+  const double copy_bytes = copy == r.end() ? -1.0 : copy->second.counters.at("bytes");
+  std::printf("\nSummary: bytes/s the step must move, as a share of this run's device-to-device copy bandwidth\n");
+  std::printf("%-30s %10s %9s %8s %9s %9s\n", "benchmark", "ms/step", "GB/s", "% copy", "launches", "adapters");
+  for (const auto& [name, res] : r) {
+    if (name.rfind("bandwidth/", 0) == 0) continue;
+    const double bytes = res.counters.count("bytes") ? res.counters.at("bytes") : 0.0;
+    char share[32] = "-";
+    if (copy_bytes > 0) std::snprintf(share, sizeof share, "%.0f%%", 100.0 * bytes / copy_bytes);
+    std::printf("%-30s %10.3f %9.1f %8s %9.0f %9.0f\n", name.c_str(), res.seconds * 1e3, bytes / 1e9, share,
+                res.counters.count("launches") ? res.counters.at("launches") : 0.0,
+                res.counters.count("adapters") ? res.counters.at("adapters") : 0.0);
+  }
+  if (copy_bytes > 0)
+    std::printf("%-30s %10.3f %9.1f GB/s\n", "bandwidth/copy/cuda", copy->second.seconds * 1e3, copy_bytes / 1e9);
+}
+
+}  // namespace bench_cuda
+
+int main(int argc, char** argv) {
+  using namespace bench_cuda;
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    std::fprintf(stderr, "bench_allocator_cuda: no CUDA device\n");
+    return 1;
+  }
+  benchmark::RegisterBenchmark("bandwidth/copy/cuda", bm_copy)->UseRealTime()->Unit(benchmark::kMillisecond);
+  for (const char* set : {"deberta", "llama"}) {
+    for (bool mask : {false, true})
+      benchmark::RegisterBenchmark(("step/" + std::string(mask ? "mask/" : "update/") + set + "/cuda").c_str(),
+                                   [s = std::string(set), mask](benchmark::State& st) { bm_step<float>(st, s, mask); })
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark(
+        ("step/update/" + std::string(set) + "/cuda-bf16").c_str(),
+        [s = std::string(set)](benchmark::State& st) { bm_step<adalora::bfloat16>(st, s, false); })
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+  }
+  return bench::run_main(argc, argv, summary);
+}
