@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Builds adalora and runs the whole test suite: a Release build in build/ (warnings are errors), then an
-# AddressSanitizer + UBSan build in build-asan/ (skip it with ADALORA_SKIP_SANITIZE=1). Exits non-zero on any failure.
-# ADALORA_BUILD_DIR / ADALORA_ASAN_BUILD_DIR choose other build folders (relative to the repository root).
+# Builds adalora and runs the whole test suite: a Release build in build/ (warnings are errors); then, when nvcc is
+# there, every program nvcc compiles in build-cuda/ (-arch=sm_90, built but not run: that needs a GPU, see
+# scripts/gpu-check; skip it with ADALORA_SKIP_CUDA=1); then an AddressSanitizer + UBSan build in build-asan/ (skip
+# it with ADALORA_SKIP_SANITIZE=1). Exits non-zero on any failure.
+# ADALORA_BUILD_DIR / ADALORA_CUDA_BUILD_DIR / ADALORA_ASAN_BUILD_DIR choose other build folders (relative to the
+# repository root); CUDACXX names the nvcc to use (default: nvcc on PATH, else /usr/local/cuda/bin/nvcc).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 build_dir="${ADALORA_BUILD_DIR:-build}"
+cuda_dir="${ADALORA_CUDA_BUILD_DIR:-build-cuda}"
 asan_dir="${ADALORA_ASAN_BUILD_DIR:-build-asan}"
 
 jobs=$(nproc 2>/dev/null || echo 2)
@@ -33,6 +37,34 @@ cmake --build "${build_dir}" -j "${jobs}"
 
 section "test ${build_dir}/"
 ctest --test-dir "${build_dir}" --output-on-failure -j "${jobs}"
+
+# The CUDA backend's programs, compiled by nvcc for sm_90 (Hopper), so that a change that breaks the CUDA build fails
+# here even on a machine without a GPU. Only the targets nvcc compiles (adalora_cuda_programs): the CUDA tests, the
+# adalora-trace with its CUDA replay, adalora-validate-cuda.
+nvcc="${CUDACXX:-}"
+if [[ -z "${nvcc}" ]]; then
+  nvcc="$(command -v nvcc 2>/dev/null || true)"
+fi
+if [[ -z "${nvcc}" && -x /usr/local/cuda/bin/nvcc ]]; then
+  nvcc=/usr/local/cuda/bin/nvcc
+fi
+if [[ "${ADALORA_SKIP_CUDA:-0}" == "1" ]]; then
+  section "CUDA build skipped (ADALORA_SKIP_CUDA=1)"
+elif [[ -z "${nvcc}" ]]; then
+  section "CUDA build skipped: no nvcc (not on PATH, not /usr/local/cuda/bin/nvcc; set CUDACXX to use one)"
+else
+  section "configure ${cuda_dir}/ (CUDA with ${nvcc}, sm_90, Release, warnings as errors)"
+  cmake -S . -B "${cuda_dir}" -DCMAKE_BUILD_TYPE=Release -DADALORA_WARNINGS_AS_ERRORS=ON -DADALORA_SANITIZE=OFF \
+    -DADALORA_ENABLE_CUDA=ON -DCMAKE_CUDA_COMPILER="${nvcc}" -DCMAKE_CUDA_ARCHITECTURES=90
+
+  section "build ${cuda_dir}/: every program nvcc compiles (target adalora_cuda_programs, -j${jobs})"
+  cuda_start=$SECONDS
+  cmake --build "${cuda_dir}" --target adalora_cuda_programs -j "${jobs}"
+  echo "CUDA build: $((SECONDS - cuda_start))s"
+
+  section "CUDA tests in ${cuda_dir}/: listed, not run (they need a GPU: bash scripts/gpu-check)"
+  ctest --test-dir "${cuda_dir}" -L cuda -N
+fi
 
 if [[ "${ADALORA_SKIP_SANITIZE:-0}" == "1" ]]; then
   section "sanitizer build skipped (ADALORA_SKIP_SANITIZE=1)"
