@@ -26,6 +26,7 @@ endfunction()
 
 adalora_add_cuda_test(test_cuda_backend "${_adalora_cuda_tests_dir}/test_cuda_backend.cu")
 adalora_add_cuda_test(test_cuda_allocation "${_adalora_cuda_tests_dir}/test_cuda_allocation.cu")
+adalora_add_cuda_test(test_cuda_bf16 "${_adalora_cuda_tests_dir}/test_cuda_bf16.cu")
 
 # Every PEFT trace replayed by adalora-trace on the GPU (the CPU backends' replays are in tests/CMakeLists.txt).
 if(TARGET adalora-trace)
