@@ -1,9 +1,12 @@
-// The adapter sets the allocator benchmarks run on: DeBERTa-v3-base- and LLaMA-7B-shaped, init_r 12.
+// The adapter sets the allocator benchmarks run on (DeBERTa-v3-base- and LLaMA-7B-shaped, init_r 12) and their config.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
+
+#include "adalora/core/config.hpp"
 
 namespace bench {
 
@@ -41,6 +44,25 @@ inline std::vector<adapter_shape> llama_shapes() {
     s.push_back({p + "mlp.down_proj", 11008, 4096});
   }
   return s;
+}
+
+/// A config whose steps from `first_step` on are all update-only (warm-up) or all mask steps (budgeting,
+/// deltaT = 1, budget about bT + (b0 − bT)/8, so about 1/3 of the singular values are pruned each time).
+inline adalora::adalora_config bench_config(bool mask, std::int64_t& first_step) {
+  adalora::adalora_config c;
+  c.init_r = static_cast<std::int64_t>(init_r);
+  c.target_r = 8;
+  c.deltaT = 1;
+  c.total_step = std::int64_t{1} << 41;
+  c.tfinal = 0;
+  if (mask) {
+    c.tinit = 0;
+    first_step = c.total_step / 2;
+  } else {
+    c.tinit = std::int64_t{1} << 40;
+    first_step = 0;
+  }
+  return c;
 }
 
 }  // namespace bench

@@ -33,6 +33,7 @@
 namespace {
 
 using bench::adapter_shape;
+using bench::bench_config;
 using bench::deberta_shapes;
 using bench::init_r;
 using bench::llama_shapes;
@@ -109,25 +110,6 @@ void set_byte_counters(benchmark::State& st, double required, double moved, int 
   st.counters["bytes"] = Counter(required, Counter::kIsIterationInvariantRate, Counter::OneK::kIs1000);
   if (moved > 0) st.counters["moved"] = Counter(moved, Counter::kIsIterationInvariantRate, Counter::OneK::kIs1000);
   st.counters["threads"] = threads;
-}
-
-/// A config whose steps from `first_step` on are all update-only (warm-up) or all mask steps (budgeting,
-/// deltaT = 1, budget about bT + (b0 − bT)/8, so about 1/3 of the singular values are pruned each time).
-adalora::adalora_config bench_config(bool mask, std::int64_t& first_step) {
-  adalora::adalora_config c;
-  c.init_r = static_cast<std::int64_t>(init_r);
-  c.target_r = 8;
-  c.deltaT = 1;
-  c.total_step = std::int64_t{1} << 41;
-  c.tfinal = 0;
-  if (mask) {
-    c.tinit = 0;
-    first_step = c.total_step / 2;
-  } else {
-    c.tinit = std::int64_t{1} << 40;
-    first_step = 0;
-  }
-  return c;
 }
 
 template <class B>

@@ -28,6 +28,7 @@
 // A named namespace: nvcc warns (#177) about unreferenced members of templates in an unnamed one.
 namespace bench_cuda {
 
+using bench::bench_config;
 using bench::init_r;
 
 /// cudaMalloc'd memory, freed at the end.
@@ -108,19 +109,6 @@ struct device_set {
 
 std::vector<bench::adapter_shape> shapes_of(const std::string& set) {
   return set == "llama" ? bench::llama_shapes() : bench::deberta_shapes();
-}
-
-/// Warm-up-only (update) or every-step-masks (mask) configs, as in bench_allocator.
-adalora::adalora_config bench_config(bool mask, std::int64_t& first_step) {
-  adalora::adalora_config c;
-  c.init_r = static_cast<std::int64_t>(init_r);
-  c.target_r = 8;
-  c.deltaT = 1;
-  c.total_step = std::int64_t{1} << 41;
-  c.tfinal = 0;
-  c.tinit = mask ? 0 : std::int64_t{1} << 40;
-  first_step = mask ? c.total_step / 2 : 0;
-  return c;
 }
 
 template <class T>
