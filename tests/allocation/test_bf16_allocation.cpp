@@ -18,25 +18,14 @@
 #include "adalora/core/bfloat16.hpp"
 #include "adalora/importance/sensitivity_uncertainty.hpp"
 #include "adalora/schedules/cubic.hpp"
+#include "support/allocator_configs.hpp"
 #include "support/backends_under_test.hpp"
 
 using namespace adalora;
 using adalora::testing::backends_under_test;
+using adalora::testing::small_allocator_config;
 
 namespace {
-
-adalora_config bf16_config() {
-  adalora_config c;
-  c.init_r = 6;
-  c.target_r = 2;
-  c.tinit = 3;
-  c.tfinal = 5;
-  c.total_step = 30;
-  c.deltaT = 2;
-  c.beta1 = 0.85;
-  c.beta2 = 0.7;
-  return c;
-}
 
 struct shape {
   std::size_t r, in, out;
@@ -94,7 +83,7 @@ public:
   static_assert(std::is_same_v<decltype(std::declval<bf16_allocator&>().save_state().importance), std::vector<float>>);
   static_assert(std::is_same_v<decltype(std::declval<bf16_allocator&>().triplet_scores("")), std::vector<float>>);
 
-  explicit twin_run(unsigned seed) : rng_(seed), bf16_(bf16_config()), f32_(bf16_config()) {
+  explicit twin_run(unsigned seed) : rng_(seed), bf16_(small_allocator_config()), f32_(small_allocator_config()) {
     for (const shape& s : shapes) {
       adapter a;
       for (std::size_t t = 0; t < tensor_count; ++t) {
@@ -255,7 +244,7 @@ private:
 TEMPLATE_LIST_TEST_CASE("bf16 parameters allocate exactly as the same values in float32", "[allocator][bfloat16]",
                         backends_under_test) {
   twin_run<TestType> run(4321);
-  const adalora_config cfg = bf16_config();
+  const adalora_config cfg = small_allocator_config();
   int selections = 0;
   for (std::int64_t t = 0; t < cfg.total_step + 3; ++t) {
     run.perturb_and_upload();

@@ -13,27 +13,16 @@
 #include "adalora/schedules/constant.hpp"
 #include "adalora/schedules/linear.hpp"
 #include "support/adapter_fixture.hpp"
+#include "support/allocator_configs.hpp"
 #include "support/backends_under_test.hpp"
 
 using namespace adalora;
 using adalora::testing::adapter_fixture;
 using adalora::testing::adapter_shape;
 using adalora::testing::backends_under_test;
+using adalora::testing::small_allocator_config;
 
 namespace {
-
-adalora_config small_config() {
-  adalora_config c;
-  c.init_r = 6;
-  c.target_r = 2;
-  c.tinit = 3;
-  c.tfinal = 5;
-  c.total_step = 30;
-  c.deltaT = 2;
-  c.beta1 = 0.85;
-  c.beta2 = 0.7;
-  return c;
-}
 
 const std::vector<adapter_shape> small_shapes = {{6, 12, 8}, {6, 7, 20}, {6, 16, 16}, {6, 9, 5}, {6, 20, 11}};
 
@@ -50,7 +39,7 @@ bool close_rel(double a, double b, double rtol, double atol) {
 
 TEMPLATE_LIST_TEST_CASE("the allocator matches the plain-loop reference step for step", "[allocator]",
                         backends_under_test) {
-  const adalora_config cfg = small_config();
+  const adalora_config cfg = small_allocator_config();
   adapter_fixture<TestType> fx(TestType{}, small_shapes, 1234);
   rank_allocator<TestType> alloc(cfg);
   register_all(alloc, fx);
@@ -98,10 +87,10 @@ TEMPLATE_LIST_TEST_CASE("the allocator matches the plain-loop reference step for
       pruned_total = static_cast<int>(alloc.initial_budget() - std::accumulate(ranks.begin(), ranks.end(), 0LL));
     }
   }
-  REQUIRE(selections > 5);                       // the run exercised many selections
-  REQUIRE(pruned_total == 30 - 10);              // and ended at the target budget
+  REQUIRE(selections > 5);           // the run exercised many selections
+  REQUIRE(pruned_total == 30 - 10);  // and ended at the target budget
   REQUIRE(alloc.pattern_frozen());
-  REQUIRE_FALSE(alloc.importance_live());        // importance released at the forced mask
+  REQUIRE_FALSE(alloc.importance_live());  // importance released at the forced mask
 }
 
 TEMPLATE_LIST_TEST_CASE("the worked budget vector of the spec", "[allocator][schedule]", backends_under_test) {
@@ -179,8 +168,7 @@ TEMPLATE_LIST_TEST_CASE("ties at the threshold are all pruned", "[allocator]", b
   // with k = 2 the tie would prune three: ties never keep the budget exactly, by design (PEFT's `<=`)
 }
 
-TEMPLATE_LIST_TEST_CASE("target_r 0 prunes every rank; rank-0 adapters take part", "[allocator]",
-                        backends_under_test) {
+TEMPLATE_LIST_TEST_CASE("target_r 0 prunes every rank; rank-0 adapters take part", "[allocator]", backends_under_test) {
   adalora_config cfg;
   cfg.init_r = 3;
   cfg.target_r = 0;
@@ -244,12 +232,12 @@ TEMPLATE_LIST_TEST_CASE("pruned singular values regrow and come back", "[allocat
     alloc.step(t);
   }
   REQUIRE(alloc.rank_pattern(fx.name(0))[0]);  // came back
-  REQUIRE(fx.lambda(0)[0] == 2.0f);             // and kept its regrown value
+  REQUIRE(fx.lambda(0)[0] == 2.0f);            // and kept its regrown value
   REQUIRE_FALSE(alloc.rank_pattern(fx.name(0))[3]);
 }
 
 TEMPLATE_LIST_TEST_CASE("the frozen pattern is re-applied after T - tfinal", "[allocator]", backends_under_test) {
-  adalora_config cfg = small_config();
+  adalora_config cfg = small_allocator_config();
   adapter_fixture<TestType> fx(TestType{}, small_shapes, 21);
   rank_allocator<TestType> alloc(cfg);
   register_all(alloc, fx);
@@ -284,7 +272,7 @@ TEMPLATE_LIST_TEST_CASE("the frozen pattern is re-applied after T - tfinal", "[a
 
 TEMPLATE_LIST_TEST_CASE("a run that skips T - tfinal gets its forced mask at the next step", "[allocator]",
                         backends_under_test) {
-  adalora_config cfg = small_config();
+  adalora_config cfg = small_allocator_config();
   adapter_fixture<TestType> fx(TestType{}, small_shapes, 3);
   rank_allocator<TestType> alloc(cfg);
   register_all(alloc, fx);
@@ -429,8 +417,8 @@ TEMPLATE_LIST_TEST_CASE("user-defined and built-in schedules drive the budget", 
   };
   using V = std::vector<std::int64_t>;
   // b0 = 8, bT = 2, budgeting for t in (2, 10): m = 1 - (t - 2)/8
-  REQUIRE(run(rank_allocator<TestType, sensitivity_uncertainty, halfway_schedule>(cfg, sensitivity_uncertainty(cfg)))
-          == V{8, 8, 8, 5, 5, 5, 2, 2, 2, 2, 2, 2});
+  REQUIRE(run(rank_allocator<TestType, sensitivity_uncertainty, halfway_schedule>(cfg, sensitivity_uncertainty(cfg))) ==
+          V{8, 8, 8, 5, 5, 5, 2, 2, 2, 2, 2, 2});
   REQUIRE(run(rank_allocator<TestType, sensitivity_uncertainty, linear_schedule>(cfg)) ==
           V{8, 8, 8, 7, 6, 5, 5, 4, 3, 2, 2, 2});
   REQUIRE(run(rank_allocator<TestType, sensitivity_uncertainty, constant_schedule>(cfg)) ==

@@ -1,0 +1,23 @@
+// Allocator configs the allocation tests share.
+#pragma once
+
+#include "adalora/core/config.hpp"
+
+namespace adalora::testing {
+
+/// Six ranks down to two over 30 steps: warm-up to step 3, a mask every 2 steps, the final phase from step 25,
+/// β1 = 0.85, β2 = 0.7.
+inline adalora_config small_allocator_config() {
+  adalora_config c;
+  c.init_r = 6;
+  c.target_r = 2;
+  c.tinit = 3;
+  c.tfinal = 5;
+  c.total_step = 30;
+  c.deltaT = 2;
+  c.beta1 = 0.85;
+  c.beta2 = 0.7;
+  return c;
+}
+
+}  // namespace adalora::testing
