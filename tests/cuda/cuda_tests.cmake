@@ -3,7 +3,8 @@
 # ADALORA_TEST_CUDA_ONLY, which makes support/backends_under_test.hpp hold just adalora::cuda_backend. Registered
 # with ctest under the label "cuda", so that machines without a GPU skip them with `ctest -LE cuda`.
 #   test_cuda_backend     backend primitives, the caller's stream, cuda_error, PEFT allocation trace replays
-#   test_cuda_allocation  rank_allocator against the plain-loop reference, and its error handling
+#   test_cuda_allocation  rank_allocator against the plain-loop reference, its error handling, and the fused
+#                         pass's block launch (tile_lanes_kernel) against the host, bit for bit
 #   adalora_trace_cuda    adalora-trace --backend cuda on every trace in ADALORA_TRACES_DIR
 find_package(Catch2 2.13 REQUIRED)
 

@@ -1,5 +1,7 @@
 // The generic rank_allocator tests (held against the plain-loop reference, with the library's and a user-defined
-// host+device metric) and its error handling (bad input throws and changes nothing) on the CUDA backend (nvcc, needs
-// a GPU). Built with ADALORA_TEST_CUDA_ONLY, so that support/backends_under_test.hpp holds just adalora::cuda_backend.
+// host+device metric), its error handling (bad input throws and changes nothing), and the fused pass's block launch
+// against its tile form and the host, bit for bit, on the CUDA backend (nvcc, needs a GPU). Built with
+// ADALORA_TEST_CUDA_ONLY, so that support/backends_under_test.hpp holds just adalora::cuda_backend.
 #include "allocation/test_rank_allocator.cpp"
 #include "allocation/test_allocator_errors.cpp"
+#include "allocation/test_tile_lanes.cpp"

@@ -19,7 +19,11 @@ using backends_under_test = std::tuple<adalora::cuda_backend>;
 #endif
 #if defined(ADALORA_TEST_THRUST)
 #include "adalora/backends/thrust/thrust_backend.hpp"
+#if defined(ADALORA_TEST_THRUST_CPP)
 #define ADALORA_THRUST_BACKENDS , adalora::thrust_cpp_backend, adalora::thrust_omp_backend
+#else
+#define ADALORA_THRUST_BACKENDS , adalora::thrust_omp_backend
+#endif
 #else
 #define ADALORA_THRUST_BACKENDS
 #endif

@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "adalora/allocation/step_plan.hpp"
+#include "adalora/allocation/tile_lanes.hpp"
 #include "adalora/core/float_ops.hpp"
 #include "adalora/core/host_device.hpp"
 
@@ -53,31 +54,55 @@ ADALORA_HOST_DEVICE inline T& plan_element(T* data, std::size_t i, std::size_t c
   }
 }
 
+/// The lane layout (tile_lanes) of a tile of kind `kind` in a tensor of `cols` columns:
+///  - a Q tile (part of one row of lora_A): 1 column, plan_lanes groups;
+///  - a P tile (whole rows of lora_B, r ≤ plan_lanes columns): plan_lanes / r groups, so that a lane stays in one
+///    column (lane g · r + c holds rows g, g + groups, g + 2 · groups, … of column c);
+///  - none (groups = 0) for λ tiles, whose scores are stored one by one, and for P tiles of more than plan_lanes
+///    columns, summed column by column in row order.
+ADALORA_HOST_DEVICE constexpr tile_lanes lanes_of(tile_kind kind, std::size_t cols) noexcept {
+  switch (kind) {
+    case tile_kind::q_row:
+      return {plan_lanes, 1};
+    case tile_kind::p_rows:
+      return cols <= plan_lanes ? tile_lanes{plan_lanes / cols, cols} : tile_lanes{};
+    case tile_kind::lambda:
+      break;
+  }
+  return {};
+}
+
 /// Where the element scores of one tile go (see fused_importance_fn), handed over in blocks of consecutive elements
-/// (`first` is the block's first element index in the tensor). Sums are in double, in a fixed order.
-/// A Q tile (part of one row of lora_A) sums into partial[slot], element j of the tile into accumulator j mod 4,
-/// then (a0 + a1) + (a2 + a3).
-struct q_row_sink {
+/// (`first` is the block's first element index in the tensor); finish() is called after the tile's last block.
+
+/// A Q tile, or a P tile of at most plan_lanes columns: sums in double in the lane order of tile_lanes (element j of
+/// the tile into lane j mod width, then lane_tree), column c's total to partial[slot + c].
+struct lane_sum_sink {
   double* partial;
   std::size_t slot;
-  double acc[4] = {0.0, 0.0, 0.0, 0.0};
-  std::size_t seen = 0;
-  ADALORA_HOST_DEVICE void add(std::size_t, const float* scores, std::size_t n) noexcept {
-    std::size_t j = 0;
-    if ((seen & 3u) == 0) {  // the usual case: whole groups of four in registers
-      double a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-      for (; j + 4 <= n; j += 4) {
-        a0 += static_cast<double>(scores[j]);
-        a1 += static_cast<double>(scores[j + 1]);
-        a2 += static_cast<double>(scores[j + 2]);
-        a3 += static_cast<double>(scores[j + 3]);
-      }
-      acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3;
-    }
-    for (; j < n; ++j) acc[(seen + j) & 3u] += static_cast<double>(scores[j]);
-    seen += n;
+  tile_lanes lanes;
+  std::size_t pos = 0;  // the lane of the next element
+  double sums[plan_lanes];
+
+  ADALORA_HOST_DEVICE lane_sum_sink(double* p, std::size_t s, tile_lanes l) noexcept : partial(p), slot(s), lanes(l) {
+    for (std::size_t k = 0; k < lanes.width(); ++k) sums[k] = 0.0;
   }
-  ADALORA_HOST_DEVICE void finish() const noexcept { partial[slot] = (acc[0] + acc[1]) + (acc[2] + acc[3]); }
+  ADALORA_HOST_DEVICE void add(std::size_t, const float* scores, std::size_t n) noexcept {
+    const std::size_t width = lanes.width();
+    for (std::size_t j = 0; j < n;) {
+      // a run of lanes pos, pos + 1, … without wrapping: a plain vector add
+      const std::size_t k = n - j < width - pos ? n - j : width - pos;
+      double* lane = sums + pos;
+      const float* x = scores + j;
+      for (std::size_t i = 0; i < k; ++i) lane[i] += static_cast<double>(x[i]);
+      j += k;
+      pos = pos + k == width ? 0 : pos + k;
+    }
+  }
+  ADALORA_HOST_DEVICE void finish() noexcept {
+    lane_tree(sums, lanes);
+    for (std::size_t c = 0; c < lanes.cols; ++c) partial[slot + c] = sums[c];
+  }
 };
 /// A λ tile stores element i's score at lambda_scores[slot + i].
 struct lambda_sink {
@@ -88,34 +113,22 @@ struct lambda_sink {
   }
   ADALORA_HOST_DEVICE void finish() const noexcept {}
 };
-/// A P tile (whole rows of lora_B, `cols` = r columns, starting at a row) sums column c into partial[slot + c], in
-/// row order.
-struct p_rows_sink {
+/// A P tile of more than plan_lanes columns (whole rows of lora_B, `cols` = r columns, starting at a row): column c
+/// summed into partial[slot + c] in row order, from 0.
+struct column_sum_sink {
   double* partial;
   std::size_t slot;
   std::size_t cols;
   std::size_t col = 0;
-  ADALORA_HOST_DEVICE p_rows_sink(double* p, std::size_t s, std::size_t c) noexcept : partial(p), slot(s), cols(c) {
+  ADALORA_HOST_DEVICE column_sum_sink(double* p, std::size_t s, std::size_t c) noexcept
+      : partial(p), slot(s), cols(c) {
     for (std::size_t k = 0; k < cols; ++k) partial[slot + k] = 0.0;
   }
   ADALORA_HOST_DEVICE void add(std::size_t, const float* scores, std::size_t n) noexcept {
-    std::size_t j = 0;
-    for (; j < n && col != 0; ++j) one(scores[j]);  // finish a row begun in the previous block
-    // whole rows, a column at a time in a register (the same additions, in the same order per column)
-    const std::size_t rows = (n - j) / cols;
-    if (rows > 1) {
-      for (std::size_t c = 0; c < cols; ++c) {
-        double sum = partial[slot + c];
-        for (std::size_t r = 0; r < rows; ++r) sum += static_cast<double>(scores[j + r * cols + c]);
-        partial[slot + c] = sum;
-      }
-      j += rows * cols;
+    for (std::size_t j = 0; j < n; ++j) {
+      partial[slot + col] += static_cast<double>(scores[j]);
+      col = col + 1 == cols ? 0 : col + 1;
     }
-    for (; j < n; ++j) one(scores[j]);
-  }
-  ADALORA_HOST_DEVICE void one(float score) noexcept {
-    partial[slot + col] += static_cast<double>(score);
-    col = col + 1 == cols ? 0 : col + 1;
   }
   ADALORA_HOST_DEVICE void finish() const noexcept {}
 };
@@ -125,12 +138,12 @@ struct no_score_sink {
   ADALORA_HOST_DEVICE void finish() const noexcept {}
 };
 
-/// Scores handed to a sink at once: on the host a block that stays in L1 and lets the update loop vectorize; on a
-/// GPU one (a per-thread array would live in slow local memory).
+/// Scores handed to a sink at once in the tile form: on the host a block that stays in L1 and lets the update loop
+/// vectorize; on a GPU one (a per-thread array would live in slow local memory; the GPU runs the block form).
 #if defined(__CUDA_ARCH__)
 inline constexpr std::size_t score_block = 1;
 #else
-inline constexpr std::size_t score_block = 256;
+inline constexpr std::size_t score_block = plan_lanes;
 #endif
 
 /// Calls f(sink) with the sink of the tile's kind (the kind is decided once per tile, not per element), then
@@ -138,118 +151,164 @@ inline constexpr std::size_t score_block = 256;
 template <class F>
 ADALORA_HOST_DEVICE void with_tile_sink(const plan_tile& tile, std::size_t cols, double* partial, float* lambda_scores,
                                         F&& f) noexcept {
-  switch (tile.kind) {
-    case tile_kind::q_row: {
-      q_row_sink sink{partial, tile.slot, {0.0, 0.0, 0.0, 0.0}, 0};
-      f(sink);
-      sink.finish();
-      break;
-    }
-    case tile_kind::lambda: {
-      lambda_sink sink{lambda_scores, tile.slot};
-      f(sink);
-      break;
-    }
-    case tile_kind::p_rows: {
-      p_rows_sink sink(partial, tile.slot, cols);
-      f(sink);
-      break;
-    }
+  const tile_lanes lanes = lanes_of(tile.kind, cols);
+  if (tile.kind == tile_kind::lambda) {
+    lambda_sink sink{lambda_scores, tile.slot};
+    f(sink);
+  } else if (lanes.groups > 0) {
+    lane_sum_sink sink(partial, tile.slot, lanes);
+    f(sink);
+    sink.finish();
+  } else {
+    column_sum_sink sink(partial, tile.slot, cols);
+    f(sink);
   }
 }
 
-/// The whole importance update of a step in one pass: work item t is tile t of the plan. For every element of the
-/// tile it reads θ and g, folds them into the metric's state read from `state_in` and writes the result to
-/// `state_out` (double buffering: the caller keeps `state_in` when any input was not finite, so a failed step
-/// changes nothing), and counts the non-finite inputs into bad[t]. With `Score` it also scores the new state into
-/// the tile's sink (with_tile_sink), which leaves what triplet_from_partials_fn needs.
-template <class Metric, class T, bool Contiguous, bool Score>
+/// The importance pass of a step over all tiles of the plan, in one launch. For every element it reads θ and g,
+/// folds them into the metric's state read from `state_in` and writes the result to `state_out` (double buffering:
+/// the caller keeps `state_in` when any input was not finite, so a failed step changes nothing), and counts the
+/// non-finite inputs of tile t into bad[t]. With `Score` it also scores the new state and leaves what
+/// triplet_from_partials_fn needs: the tiles' score sums in `partial` (lane order, tile_lanes) and the λ scores.
+/// Without `Update` it only scores the state held in `state_in` (the forced mask at T − tfinal); θ, g, state_out and
+/// bad are not touched.
+///
+/// Two forms leave the same results bit for bit: the tile form, operator()(t) (one work item per tile, elements in
+/// blocks of score_block: the host backends' for_each), and the block form of TileLanePass (plan_lanes lanes per
+/// tile, lane l on elements l, l + width, …, so that neighbouring GPU threads read neighbouring addresses).
+template <class Metric, class T, bool Contiguous, bool Score, bool Update = true>
 struct fused_importance_fn {
+  static_assert(Score || Update, "a pass that neither updates nor scores does nothing");
+
   Metric metric;
   const plan_tensor<T>* tensors;
   const plan_tile* tiles;
   const float* state_in;
-  float* state_out;
+  float* state_out;      // Update only
   std::size_t plane_size;
-  std::uint32_t* bad;
+  std::uint32_t* bad;    // Update only: non-finite inputs per tile
   double* partial;       // Score only: the tiles' partial sums
   float* lambda_scores;  // Score only: the element score of λ_i, by the singular value's index among all b0
+
+  // ---- tile form ----
 
   ADALORA_HOST_DEVICE void operator()(std::size_t t) const noexcept {
     const plan_tile tile = tiles[t];
     const plan_tensor<T> x = tensors[tile.tensor];
+    std::uint32_t non_finite = 0;
     if constexpr (Score)
-      with_tile_sink(tile, x.cols, partial, lambda_scores, [&](auto& sink) { bad[t] = run(tile, x, sink); });
+      with_tile_sink(tile, x.cols, partial, lambda_scores, [&](auto& sink) { non_finite = run(tile, x, sink); });
     else
-      bad[t] = run(tile, x, no_score_sink{});
+      non_finite = run(tile, x, no_score_sink{});
+    if constexpr (Update) bad[t] = non_finite;
   }
 
-  // The update of the tile's elements, in blocks whose scores go to the sink; returns how many elements had a
-  // non-finite θ or g. Everything it reads is copied to locals first, so that the stores cannot alias it.
+  // The tile's elements in blocks whose scores go to the sink; returns how many elements had a non-finite θ or g.
+  // Everything it reads is copied to locals first, so that the stores cannot alias it.
   template <class Sink>
   ADALORA_HOST_DEVICE std::uint32_t run(const plan_tile& tile, const plan_tensor<T>& x, Sink&& sink) const noexcept {
     const Metric m = metric;
     const float* in = state_in;
     float* out = state_out;
     const std::size_t plane = plane_size;
-    const T* param = x.param;
-    const T* grad = x.grad;
     std::uint32_t non_finite = 0;
     [[maybe_unused]] float scores[Score ? score_block : 1];
     const std::size_t end = tile.begin + tile.count;
     for (std::size_t first = tile.begin; first < end; first += score_block) {
       const std::size_t n = end - first < score_block ? end - first : score_block;
-      for (std::size_t j = 0; j < n; ++j) {
-        const std::size_t i = first + j;
-        const auto theta =
-            static_cast<float>(plan_element<Contiguous>(param, i, x.cols, x.param_row_stride, x.param_col_stride));
-        float g = 0.0f;
-        if constexpr (Metric::needs_gradient)
-          g = static_cast<float>(plan_element<Contiguous>(grad, i, x.cols, x.grad_row_stride, x.grad_col_stride));
-        non_finite += (is_finite_f(theta) && is_finite_f(g)) ? 0u : 1u;
-        float s[Metric::state_count];
-        const std::size_t e = x.base + i;
-        for (std::size_t k = 0; k < Metric::state_count; ++k) s[k] = in[k * plane + e];
-        m.update(theta, g, s);
-        for (std::size_t k = 0; k < Metric::state_count; ++k) out[k * plane + e] = s[k];
-        if constexpr (Score) scores[j] = m.score(s);
-      }
+      for (std::size_t j = 0; j < n; ++j)
+        non_finite += element(m, in, out, plane, x, first + j, scores[Score ? j : 0]) ? 0u : 1u;
       if constexpr (Score) sink.add(first, scores, n);
     }
     return non_finite;
   }
+
+  // ---- block form (TileLanePass) ----
+
+  ADALORA_HOST_DEVICE tile_lanes lanes(std::size_t t) const noexcept {
+    if constexpr (!Score) {
+      (void)t;
+      return {};
+    } else {
+      const plan_tile& tile = tiles[t];
+      return lanes_of(tile.kind, tensors[tile.tensor].cols);
+    }
+  }
+
+  ADALORA_HOST_DEVICE lane_result lane_pass(std::size_t t, std::size_t lane) const noexcept {
+    const plan_tile tile = tiles[t];
+    const plan_tensor<T> x = tensors[tile.tensor];
+    const Metric m = metric;
+    lane_result r;
+    float score = 0.0f;
+    auto visit = [&](std::size_t i) {
+      r.non_finite += element(m, state_in, state_out, plane_size, x, i, score) ? 0u : 1u;
+    };
+    const tile_lanes l = lanes(t);
+    if (!Score || tile.kind == tile_kind::lambda) {
+      for (std::size_t j = lane; j < tile.count; j += plan_lanes) {
+        visit(tile.begin + j);
+        if constexpr (Score) lambda_scores[tile.slot + tile.begin + j] = score;
+      }
+    } else if (l.groups > 0) {
+      for (std::size_t j = lane; j < tile.count && lane < l.width(); j += l.width()) {
+        visit(tile.begin + j);
+        r.sum += static_cast<double>(score);
+      }
+    } else {  // a P tile wider than plan_lanes: whole columns, in row order (column_sum_sink)
+      const std::size_t rows = tile.count / x.cols;
+      for (std::size_t c = lane; c < x.cols; c += plan_lanes) {
+        double sum = 0.0;
+        for (std::size_t row = 0; row < rows; ++row) {
+          visit(tile.begin + row * x.cols + c);
+          sum += static_cast<double>(score);
+        }
+        partial[tile.slot + c] = sum;
+      }
+    }
+    return r;
+  }
+
+  ADALORA_HOST_DEVICE void finish_lane(std::size_t t, std::size_t lane, const double* sums,
+                                       std::uint32_t non_finite) const noexcept {
+    if constexpr (Update)
+      if (lane == 0) bad[t] = non_finite;
+    if constexpr (Score) {
+      const tile_lanes l = lanes(t);
+      if (l.groups > 0 && lane < l.cols) partial[tiles[t].slot + lane] = sums[lane];
+    }
+  }
+
+  // ---- one element, both forms ----
+
+  // Element i of tensor x: with Update its new state (from `in` into `out`), with Score its score; false when θ or g
+  // was not finite.
+  static ADALORA_HOST_DEVICE bool element(const Metric& m, const float* in, [[maybe_unused]] float* out,
+                                          std::size_t plane, const plan_tensor<T>& x, std::size_t i,
+                                          [[maybe_unused]] float& score) noexcept {
+    float s[Metric::state_count];
+    const std::size_t e = x.base + i;
+    for (std::size_t k = 0; k < Metric::state_count; ++k) s[k] = in[k * plane + e];
+    bool finite = true;
+    if constexpr (Update) {
+      const auto theta =
+          static_cast<float>(plan_element<Contiguous>(x.param, i, x.cols, x.param_row_stride, x.param_col_stride));
+      float g = 0.0f;
+      if constexpr (Metric::needs_gradient)
+        g = static_cast<float>(plan_element<Contiguous>(x.grad, i, x.cols, x.grad_row_stride, x.grad_col_stride));
+      finite = is_finite_f(theta) && is_finite_f(g);
+      m.update(theta, g, s);
+      for (std::size_t k = 0; k < Metric::state_count; ++k) out[k * plane + e] = s[k];
+    }
+    if constexpr (Score) score = m.score(s);
+    return finite;
+  }
 };
 
 /// Only the scores, from the state held (the forced mask at T − tfinal, which does not update): leaves the same
-/// partial sums and λ scores as fused_importance_fn<…, Score = true>.
+/// partial sums and λ scores as fused_importance_fn<…, Score = true>. (It reads no θ or g, so contiguity is moot.)
 template <class Metric, class T>
-struct plan_scores_fn {
-  Metric metric;
-  const plan_tensor<T>* tensors;
-  const plan_tile* tiles;
-  const float* state;
-  std::size_t plane_size;
-  double* partial;
-  float* lambda_scores;
-
-  ADALORA_HOST_DEVICE void operator()(std::size_t t) const noexcept {
-    const plan_tile tile = tiles[t];
-    const plan_tensor<T> x = tensors[tile.tensor];
-    with_tile_sink(tile, x.cols, partial, lambda_scores, [&](auto& sink) {
-      float scores[score_block];
-      const std::size_t end = tile.begin + tile.count;
-      for (std::size_t first = tile.begin; first < end; first += score_block) {
-        const std::size_t n = end - first < score_block ? end - first : score_block;
-        for (std::size_t j = 0; j < n; ++j) {
-          float s[Metric::state_count];
-          for (std::size_t k = 0; k < Metric::state_count; ++k) s[k] = state[k * plane_size + x.base + first + j];
-          scores[j] = metric.score(s);
-        }
-        sink.add(first, scores, n);
-      }
-    });
-  }
-};
+using plan_scores_fn = fused_importance_fn<Metric, T, true, true, false>;
 
 /// Triplet score of singular value i from the tiles' partial sums: s(λ_i) + (mean_j s(Q_ij) + mean_j s(P_ji)), each
 /// mean a double sum over the line's tiles in order, rounded to float, divided by the count in float.

@@ -451,10 +451,9 @@ private:
 
   void run_fused(const float* in, float* out, bool score) {
     auto launch = [&](auto contiguous, auto with_score) {
-      backend_.for_each(plan_.tiles.size(),
-                        detail::fused_importance_fn<M, T, decltype(contiguous)::value, decltype(with_score)::value>{
-                            metric_, tensors_.data(), tiles_.data(), in, out, total_elements_, bad_.data(),
-                            partial_.data(), lambda_scores_.data()});
+      for_each_tile(detail::fused_importance_fn<M, T, decltype(contiguous)::value, decltype(with_score)::value>{
+          metric_, tensors_.data(), tiles_.data(), in, out, total_elements_, bad_.data(), partial_.data(),
+          lambda_scores_.data()});
     };
     using yes = std::true_type;
     using no = std::false_type;
@@ -466,9 +465,18 @@ private:
 
   // The score sums from the state held, without updating it (the forced mask).
   void score_held_importance() {
-    backend_.for_each(plan_.tiles.size(),
-                      detail::plan_scores_fn<M, T>{metric_, tensors_.data(), tiles_.data(), state_.data(),
-                                                   total_elements_, partial_.data(), lambda_scores_.data()});
+    for_each_tile(detail::plan_scores_fn<M, T>{metric_, tensors_.data(), tiles_.data(), state_.data(), nullptr,
+                                               total_elements_, nullptr, partial_.data(), lambda_scores_.data()});
+  }
+
+  // One pass over every tile: in block form where the backend launches blocks of lanes (the CUDA backend), else in
+  // tile form (one work item per tile); both leave the same results (detail::TileLanePass).
+  template <class F>
+  void for_each_tile(const F& f) {
+    if constexpr (requires { backend_.for_each_tile_lanes(std::size_t{}, f); })
+      backend_.for_each_tile_lanes(plan_.tiles.size(), f);
+    else
+      backend_.for_each(plan_.tiles.size(), f);
   }
 
   // From the tiles' score sums: triplet scores, the budget's threshold, Λ masked in place, the pattern to the host.

@@ -25,6 +25,7 @@
 
 #include "adalora/backends/backend.hpp"
 #include "adalora/backends/cuda/cuda_error.cuh"
+#include "adalora/backends/cuda/tile_lanes_kernel.cuh"
 #include "adalora/backends/thrust/thrust_backend_generic.hpp"
 #include "adalora/core/error.hpp"
 #include "adalora/core/memory_space.hpp"
@@ -237,6 +238,12 @@ public:
                                        a, ilda, &beta, c, ildc),
                            "cublasSgemm");
     });
+  }
+
+  /// A tiled pass in block form (detail::TileLanePass): one launch, a block of plan_lanes threads per tile.
+  template <detail::TileLanePass F>
+  void for_each_tile_lanes(std::size_t tiles, const F& f) const {
+    detail::launch_tile_lanes(f, tiles, stream_);
   }
 
   /// The k-th smallest of n floats (k in [1, n]): a CUB radix sort of a copy (temporary storage sized first, then

@@ -50,7 +50,8 @@ struct thrust_probe_task {
 ///     finished when they return; `s.synchronize()` waits for all work queued with the policy;
 ///  5. `s.guarded(f)` runs `f()` and turns the system's own errors into `adalora::error`s (device code never throws).
 /// Optionally, `s.gemm(...)` (the Backend signature, called with m, n, k ≥ 1) and `s.kth_smallest(v, n, k)` (k already
-/// checked) replace the generic Thrust formulations with a tuned library (cuBLAS, CUB); and a host system may set
+/// checked) replace the generic Thrust formulations with a tuned library (cuBLAS, CUB); `s.for_each_tile_lanes(n, f)`
+/// launches tiled passes in block form (a GPU's thread blocks); and a host system may set
 /// `static constexpr bool reduce_in_tiles = true` to reduce with thrust::for_each alone (see thrust_backend).
 template <class S>
 concept ThrustSystem = std::same_as<typename S::thrust_system_concept, thrust_system_tag> &&
@@ -86,6 +87,11 @@ template <class S>
 concept thrust_system_with_kth_smallest = requires(const S& s, const float* v, std::size_t n) {
   { s.kth_smallest(v, n, n) } -> std::convertible_to<float>;
 };
+
+/// Whether a system launches tiled passes in block form (the CUDA system: detail::TileLanePass,
+/// allocation/tile_lanes.hpp).
+template <class S, class F>
+concept thrust_system_with_tile_lanes = requires(const S& s, const F& f, std::size_t n) { s.for_each_tile_lanes(n, f); };
 
 /// Whether a (host) system reduces with thrust::for_each over fixed tiles instead of Thrust's reductions.
 template <class S>
@@ -301,6 +307,15 @@ public:
       if (n == 1) return f(std::size_t{0});  // host memory: no parallel region for one item
     }
     system_.guarded([&] { thrust::for_each(policy_, first(), first() + n, f); });
+  }
+
+  /// A tiled pass in block form, on a system that launches it (the CUDA system): lane work items, coalesced reads.
+  /// The allocator uses it where it exists and for_each over tiles otherwise.
+  template <class F>
+    requires detail::thrust_system_with_tile_lanes<System, F>
+  void for_each_tile_lanes(std::size_t tiles, const F& f) const {
+    if (tiles == 0) return;
+    system_.guarded([&] { system_.for_each_tile_lanes(tiles, f); });
   }
 
   template <class P>
