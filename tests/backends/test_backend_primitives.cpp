@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -94,32 +95,24 @@ TEMPLATE_LIST_TEST_CASE("buffers are zeroed; for_each, count_if and transform_su
   REQUIRE(back == hi);
 }
 
-TEMPLATE_LIST_TEST_CASE("row and column means and sums", "[backend]", backends_under_test) {
+TEMPLATE_LIST_TEST_CASE("column sums", "[backend]", backends_under_test) {
   TestType b{};
-  for (auto [rows, cols] : {std::pair<std::size_t, std::size_t>{7, 13}, {1, 300}, {300, 1}, {64, 64}}) {
-    const auto m = random_vector(rows * cols, static_cast<unsigned>(rows * 31 + cols));
+  for (auto [rows, cols] : {std::pair<std::size_t, std::size_t>{7, 13}, {1, 300}, {300, 1}, {64, 64}, {0, 5}}) {
+    // multiples of 2^-20 in (-1, 1): every partial sum is exact in double, so that the rounded total is the same in
+    // whatever order a backend adds, and can be required exactly
+    auto m = random_vector(rows * cols, static_cast<unsigned>(rows * 31 + cols));
+    for (auto& x : m) x = std::ldexp(std::round(std::ldexp(x, 20)), -20);
     device_copy<TestType> d(b, m);
-    std::vector<double> rm(rows, 0.0), cm(cols, 0.0);
+    std::vector<double> sums(cols, 0.0);
     for (std::size_t i = 0; i < rows; ++i)
-      for (std::size_t j = 0; j < cols; ++j) {
-        rm[i] += m[i * cols + j];
-        cm[j] += m[i * cols + j];
-      }
-    std::vector<double> rmean(rm), cmean(cm);
-    for (auto& x : rmean) x /= static_cast<double>(cols);
-    for (auto& x : cmean) x /= static_cast<double>(rows);
-    auto out_r = b.template allocate<float>(rows);
-    auto out_c = b.template allocate<float>(cols);
-    b.row_means(d.buf.data(), rows, cols, out_r.data());
-    b.col_means(d.buf.data(), rows, cols, out_c.data());
-    std::vector<float> hr(rows), hc(cols);
-    b.copy_to_host(out_r.data(), rows, hr.data());
-    b.copy_to_host(out_c.data(), cols, hc.data());
-    require_close(hr, rmean, 1e-5, 1e-6);
-    require_close(hc, cmean, 1e-5, 1e-6);
-    b.col_sums(d.buf.data(), rows, cols, out_c.data());
-    b.copy_to_host(out_c.data(), cols, hc.data());
-    require_close(hc, cm, 1e-5, 1e-5);
+      for (std::size_t j = 0; j < cols; ++j) sums[j] += m[i * cols + j];
+    auto out = b.template allocate<float>(cols);
+    std::vector<float> poison(cols, std::numeric_limits<float>::quiet_NaN());
+    b.copy_from_host(poison.data(), cols, out.data());
+    b.col_sums(d.buf.data(), rows, cols, out.data());
+    std::vector<float> host(cols);
+    b.copy_to_host(out.data(), cols, host.data());
+    for (std::size_t j = 0; j < cols; ++j) REQUIRE(host[j] == static_cast<float>(sums[j]));
   }
 }
 

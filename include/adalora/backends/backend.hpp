@@ -1,4 +1,4 @@
-// The Backend concept: the few primitives (buffers, element-wise map, means, k-th smallest) every algorithm uses.
+// The Backend concept: the few primitives (buffers, element-wise map, sums, k-th smallest, GEMM) every algorithm uses.
 #pragma once
 
 #include <concepts>
@@ -50,9 +50,8 @@ concept BufferOf = requires(B& b, const B& cb) {
 ///  3. `b.for_each(n, f)` calls `f(i)` for every i in [0, n), in any order (f is host+device callable);
 ///  4. `b.count_if(n, p)` counts the i in [0, n) with `p(i)`;
 ///  5. `b.transform_sum(n, f)` returns Σ f(i) over [0, n), accumulated in double, to the host;
-///  6. `b.row_means(m, rows, cols, out)` / `b.col_means(m, rows, cols, out)` reduce a contiguous row-major
-///     float matrix to its row / column means (sum, rounded to float, then divided by the count in float);
-///     `b.col_sums(m, rows, cols, out)` to its column sums (rounded once to float);
+///  6. `b.col_sums(m, rows, cols, out)` reduces a contiguous row-major float matrix to its column sums
+///     (accumulated in double, rounded once to float);
 ///  7. `b.kth_smallest(v, n, k)` returns the k-th smallest (1-indexed) of n floats, to the host;
 ///  8. `b.gemm(op_a, op_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)`: row-major float GEMM,
 ///     C (m × n, leading dimension ldc) = alpha · op(A) · op(B) + beta · C, op(A) m × k, op(B) k × n;
@@ -72,8 +71,6 @@ concept Backend = std::same_as<typename B::backend_concept, backend_tag> && Memo
   b.for_each(n, detail::backend_probe_fn{});
   { b.count_if(n, detail::backend_probe_pred{}) } -> std::convertible_to<std::size_t>;
   { b.transform_sum(n, detail::backend_probe_value{}) } -> std::convertible_to<double>;
-  b.row_means(cf, n, n, f);
-  b.col_means(cf, n, n, f);
   b.col_sums(cf, n, n, f);
   b.gemm(transpose::no, transpose::yes, n, n, n, 1.0f, cf, n, cf, n, 0.0f, f, n);
   { b.kth_smallest(cf, n, n) } -> std::convertible_to<float>;

@@ -20,26 +20,6 @@ struct eigen_backend : detail::host_loop_primitives {
   using memory_space = host_space;
   static constexpr const char* name = "eigen";
 
-
-
-
-
-  void row_means(const float* m, std::size_t rows, std::size_t cols, float* out) const {
-    if (rows == 0) return;
-    const auto a = map(m, rows, cols);
-    const Eigen::ArrayXd sums = a.cast<double>().rowwise().sum();
-    const float count = static_cast<float>(cols);
-    for (std::size_t i = 0; i < rows; ++i) out[i] = static_cast<float>(sums(static_cast<Eigen::Index>(i))) / count;
-  }
-
-  void col_means(const float* m, std::size_t rows, std::size_t cols, float* out) const {
-    if (cols == 0) return;
-    const auto a = map(m, rows, cols);
-    const Eigen::Array<double, 1, Eigen::Dynamic> sums = a.cast<double>().colwise().sum();
-    const float count = static_cast<float>(rows);
-    for (std::size_t j = 0; j < cols; ++j) out[j] = static_cast<float>(sums(static_cast<Eigen::Index>(j))) / count;
-  }
-
   void col_sums(const float* m, std::size_t rows, std::size_t cols, float* out) const {
     if (cols == 0) return;
     if (rows == 0) {

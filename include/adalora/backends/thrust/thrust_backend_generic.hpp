@@ -166,30 +166,23 @@ struct thrust_tile_count_fn {
     partial[t] = count;
   }
 };
-/// out[i] = (sum of row i or column i of a row-major matrix, in double, rounded to float) / count.
-struct thrust_line_mean_fn {
+/// out[j] = the sum of column j of a row-major rows × cols matrix, in double, rounded once to float.
+struct thrust_column_sum_fn {
   const float* m;
-  std::size_t length;  // elements in the line
-  std::size_t step;    // between consecutive elements of a line (1 for rows, cols for columns)
-  std::size_t stride;  // between the first elements of consecutive lines (cols for rows, 1 for columns)
-  float count;
+  std::size_t rows;
+  std::size_t cols;
   float* out;
-  ADALORA_HOST_DEVICE void operator()(std::size_t i) const noexcept {
+  ADALORA_HOST_DEVICE void operator()(std::size_t j) const noexcept {
     double sum = 0.0;
-    for (std::size_t j = 0; j < length; ++j) sum += static_cast<double>(m[i * stride + j * step]);
-    out[i] = static_cast<float>(sum) / count;
+    for (std::size_t r = 0; r < rows; ++r) sum += static_cast<double>(m[r * cols + j]);
+    out[j] = static_cast<float>(sum);
   }
 };
 
-/// Key of element i of a row-major matrix in a row reduction: its row.
-struct thrust_row_key_fn {
-  std::size_t cols;
-  ADALORA_HOST_DEVICE std::size_t operator()(std::size_t i) const noexcept { return i / cols; }
-};
-/// Element i of a row-major matrix, read in row-major order, as double.
-struct thrust_row_value_fn {
-  const float* m;
-  ADALORA_HOST_DEVICE double operator()(std::size_t i) const noexcept { return static_cast<double>(m[i]); }
+/// Key of index i in a segmented reduction over consecutive runs of `length` indices: its run.
+struct thrust_run_key_fn {
+  std::size_t length;
+  ADALORA_HOST_DEVICE std::size_t operator()(std::size_t i) const noexcept { return i / length; }
 };
 /// Element i of a row-major matrix, read in column-major order (i = j·rows + r), as double.
 struct thrust_col_value_fn {
@@ -200,11 +193,9 @@ struct thrust_col_value_fn {
     return static_cast<double>(m[(i % rows) * cols + i / rows]);
   }
 };
-/// A sum accumulated in double, rounded once to float, then divided by the count in float (a count of 1 leaves the
-/// rounded sum exactly as it is, which is how column sums reuse the column-mean reduction).
-struct thrust_finish_mean_fn {
-  float count;
-  ADALORA_HOST_DEVICE float operator()(double sum) const noexcept { return static_cast<float>(sum) / count; }
+/// A sum accumulated in double, rounded once to float.
+struct thrust_round_to_float_fn {
+  ADALORA_HOST_DEVICE float operator()(double sum) const noexcept { return static_cast<float>(sum); }
 };
 /// The float's position in the total order of floats as an unsigned key (negatives reversed below the positives),
 /// and back: x < y ⇔ key(x) < key(y) for non-NaN floats, with -0 just below +0.
@@ -350,34 +341,24 @@ public:
     }
   }
 
-  void row_means(const float* m, std::size_t rows, std::size_t cols, float* out) const {
-    if (rows == 0) return;
-    const float count = static_cast<float>(cols);
-    if (cols == 0) return fill(out, rows, 0.0f / count);  // an empty mean is 0/0, as in the reference
-    if constexpr (detail::thrust_system_reduces_in_tiles<System>) {
-      for_each(rows, detail::thrust_line_mean_fn{m, cols, 1, cols, count, out});
-    } else {
-      system_.guarded([&] {
-        thrust::reduce_by_key(policy_, thrust::make_transform_iterator(first(), detail::thrust_row_key_fn{cols}),
-                              thrust::make_transform_iterator(first() + rows * cols, detail::thrust_row_key_fn{cols}),
-                              thrust::make_transform_iterator(first(), detail::thrust_row_value_fn{m}),
-                              thrust::make_discard_iterator(),
-                              thrust::make_transform_output_iterator(out, detail::thrust_finish_mean_fn{count}));
-      });
-    }
-  }
-
-  void col_means(const float* m, std::size_t rows, std::size_t cols, float* out) const {
-    if (cols == 0) return;
-    const float count = static_cast<float>(rows);
-    if (rows == 0) return fill(out, cols, 0.0f / count);
-    col_reduce(m, rows, cols, count, out);
-  }
-
   void col_sums(const float* m, std::size_t rows, std::size_t cols, float* out) const {
     if (cols == 0) return;
     if (rows == 0) return fill(out, cols, 0.0f);
-    col_reduce(m, rows, cols, 1.0f, out);
+    if constexpr (detail::thrust_system_reduces_in_tiles<System>) {
+      for_each(cols, detail::thrust_column_sum_fn{m, rows, cols, out});
+    } else {
+      // Column j of a row-major matrix is the j-th run of `rows` consecutive indices in column-major order. The
+      // explicit plus<double> makes the accumulator double: with the default operator Thrust may accumulate in the
+      // output's value type (float).
+      system_.guarded([&] {
+        thrust::reduce_by_key(policy_, thrust::make_transform_iterator(first(), detail::thrust_run_key_fn{rows}),
+                              thrust::make_transform_iterator(first() + rows * cols, detail::thrust_run_key_fn{rows}),
+                              thrust::make_transform_iterator(first(), detail::thrust_col_value_fn{m, rows, cols}),
+                              thrust::make_discard_iterator(),
+                              thrust::make_transform_output_iterator(out, detail::thrust_round_to_float_fn{}),
+                              thrust::equal_to<std::size_t>(), thrust::plus<double>());
+      });
+    }
   }
 
   void gemm(transpose op_a, transpose op_b, std::size_t m, std::size_t n, std::size_t k, float alpha, const float* a,
@@ -432,21 +413,6 @@ private:
   }
 
   void fill(float* out, std::size_t n, float value) const { for_each(n, detail::thrust_fill_fn{out, value}); }
-
-  // Column j of a row-major matrix is the j-th run of `rows` consecutive indices in column-major order.
-  void col_reduce(const float* m, std::size_t rows, std::size_t cols, float count, float* out) const {
-    if constexpr (detail::thrust_system_reduces_in_tiles<System>) {
-      for_each(cols, detail::thrust_line_mean_fn{m, rows, cols, 1, count, out});
-    } else {
-      system_.guarded([&] {
-        thrust::reduce_by_key(policy_, thrust::make_transform_iterator(first(), detail::thrust_row_key_fn{rows}),
-                              thrust::make_transform_iterator(first() + rows * cols, detail::thrust_row_key_fn{rows}),
-                              thrust::make_transform_iterator(first(), detail::thrust_col_value_fn{m, rows, cols}),
-                              thrust::make_discard_iterator(),
-                              thrust::make_transform_output_iterator(out, detail::thrust_finish_mean_fn{count}));
-      });
-    }
-  }
 
   System system_;
   policy_type policy_;

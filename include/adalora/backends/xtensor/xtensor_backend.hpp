@@ -52,16 +52,6 @@ struct xtensor_backend : detail::host_loop_primitives {
   using memory_space = host_space;
   static constexpr const char* name = "xtensor";
 
-  void row_means(const float* m, std::size_t rows, std::size_t cols, float* out) const {
-    if (rows == 0) return;
-    reduce_means(m, rows, cols, 1, out);
-  }
-
-  void col_means(const float* m, std::size_t rows, std::size_t cols, float* out) const {
-    if (cols == 0) return;
-    reduce_means(m, rows, cols, 0, out);
-  }
-
   void col_sums(const float* m, std::size_t rows, std::size_t cols, float* out) const {
     if (cols == 0) return;
     auto o = detail::xt_vector(out, cols);
@@ -142,20 +132,6 @@ struct xtensor_backend : detail::host_loop_primitives {
     return partitioned.unchecked(k - 1);
   }
 
-private:
-  /// out = Σ over `axis` of the row-major rows × cols matrix m, in double, rounded once to float, then divided by
-  /// the length of that axis in float. An empty axis sums to 0, so the mean is 0 / 0 (NaN), as with Eigen.
-  static void reduce_means(const float* m, std::size_t rows, std::size_t cols, std::size_t axis, float* out) {
-    const std::size_t count = axis == 1 ? cols : rows;
-    auto o = detail::xt_vector(out, axis == 1 ? rows : cols);
-    if (count == 0) {
-      const float zero_sum = 0.0f;
-      o.fill(zero_sum / static_cast<float>(count));
-      return;
-    }
-    xt::noalias(o) =
-        xt::cast<float>(xt::sum(xt::cast<double>(detail::xt_matrix(m, rows, cols)), {axis})) / static_cast<float>(count);
-  }
 };
 
 static_assert(Backend<xtensor_backend>);
