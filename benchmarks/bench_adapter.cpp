@@ -1,7 +1,8 @@
 // bench_adapter: svd_adapter forward+backward per backend, and what AdaLoRA adds to a C++ training step over LoRA.
 //
 // Benchmarks (names are what --benchmark_filter matches):
-//   adapter/<svd|lora>/<shape>/<backend>    forward + backward of one adapter (r 12, 512 tokens), no dropout
+//   adapter/<svd|lora>/<shape>/<backend>    forward + backward of one adapter (r 12, 512 tokens), no dropout; the
+//                                           shapes of the DeBERTa and LLaMA sets (adapter_pass.hpp)
 //   train_step/<mode>/<model>/<backend>     one training step of a small frozen model with an adapter on every layer:
 //       lora            lora_adapter, forward, backward, AdamW, zero_grad
 //       adalora_update  svd_adapter, + orthogonal regularizer, + rank_allocator.step(t) in its warm-up phase
@@ -27,86 +28,16 @@
 #include "adalora/adapters/orthogonal_regularizer.hpp"
 #include "adalora/adapters/svd_adapter.hpp"
 #include "adalora/optim/adamw.hpp"
+#include "adapter_pass.hpp"
 #include "bench_common.hpp"
 
 namespace {
 
-constexpr std::size_t tokens = 512;
-constexpr std::size_t rank = 12;
-
-struct layer_shape {
-  const char* name;
-  std::size_t in, out;
-};
-constexpr layer_shape adapter_shapes[] = {
-    {"deberta_attn_768x768", 768, 768},
-    {"deberta_intermediate_768x3072", 768, 3072},
-    {"deberta_output_3072x768", 3072, 768},
-    {"llama_q_4096x4096", 4096, 4096},
-};
-
-template <class B>
-auto host_buffer(B& be, std::size_t n, std::uint64_t seed, float scale) {
-  auto buf = be.template allocate<float>(n);
-  std::vector<float> h(n);
-  bench::fill_uniform(h.data(), n, -scale, scale, seed);
-  be.copy_from_host(h.data(), n, buf.data());
-  return buf;
-}
+constexpr std::size_t tokens = bench::pass_tokens;
+constexpr std::size_t rank = bench::pass_rank;
 
 template <class B>
 using space_t = typename B::memory_space;
-
-/// An adapter of either kind with trained-looking parameters (λ ≠ 0, LoRA's B ≠ 0), so that nothing is trivially 0.
-template <class B, bool Svd>
-auto make_adapter(std::size_t in, std::size_t out, std::uint64_t seed) {
-  adalora::adapter_options o;
-  o.lora_alpha = 16;
-  o.seed = seed;
-  if constexpr (Svd) {
-    adalora::svd_adapter<B> a(in, out, rank, o);
-    std::vector<float> A(rank * in), E(rank), Bm(out * rank);
-    bench::fill_uniform(A.data(), A.size(), -0.035f, 0.035f, seed + 1);
-    bench::fill_uniform(E.data(), E.size(), -0.1f, 0.1f, seed + 2);
-    bench::fill_uniform(Bm.data(), Bm.size(), -0.035f, 0.035f, seed + 3);
-    a.load(A, E, Bm);
-    return a;
-  } else {
-    adalora::lora_adapter<B> a(in, out, rank, o);
-    std::vector<float> A(rank * in), Bm(out * rank);
-    bench::fill_uniform(A.data(), A.size(), -0.035f, 0.035f, seed + 1);
-    bench::fill_uniform(Bm.data(), Bm.size(), -0.035f, 0.035f, seed + 3);
-    a.load(A, {}, Bm);
-    return a;
-  }
-}
-
-template <class B, bool Svd>
-void bm_adapter(benchmark::State& st, layer_shape s) {
-  B be;
-  auto a = make_adapter<B, Svd>(s.in, s.out, 11);
-  auto x = host_buffer(be, tokens * s.in, 1, 1.0f);
-  auto y = host_buffer(be, tokens * s.out, 2, 1.0f);
-  auto dy = host_buffer(be, tokens * s.out, 3, 1e-3f);
-  auto dx = host_buffer(be, tokens * s.in, 4, 1e-3f);
-  using S = space_t<B>;
-  const auto xv = adalora::make_matrix_view<S>(static_cast<const float*>(x.data()), tokens, s.in);
-  const auto yv = adalora::make_matrix_view<S>(y.data(), tokens, s.out);
-  const auto dyv = adalora::make_matrix_view<S>(static_cast<const float*>(dy.data()), tokens, s.out);
-  const auto dxv = adalora::make_matrix_view<S>(dx.data(), tokens, s.in);
-  a.forward(xv, yv);  // untimed: scratch buffers, the OpenMP thread pool
-  a.backward(dyv, dxv);
-  for (auto _ : st) {
-    a.forward(xv, yv);
-    a.backward(dyv, dxv);
-    be.synchronize();
-  }
-  st.counters["flops"] = benchmark::Counter(6.0 * tokens * rank * static_cast<double>(s.in + s.out),
-                                            benchmark::Counter::kIsIterationInvariantRate,
-                                            benchmark::Counter::OneK::kIs1000);
-  // Eigen's GEMMs run on Eigen::nbThreads() (the OpenMP threads when built with OpenMP); the others as their backend
-  st.counters["threads"] = std::string(B::name) == "eigen" ? Eigen::nbThreads() : bench::backend_threads<B>();
-}
 
 // ---- a training step -------------------------------------------------------------------------------------------
 
@@ -137,10 +68,10 @@ public:
       std::vector<float> w(out * in);
       bench::fill_uniform(w.data(), w.size(), -1.0f / std::sqrt(float(in)), 1.0f / std::sqrt(float(in)), 100 + l);
       weights_.push_back(std::move(w));
-      adapters_.push_back(make_adapter<B, svd>(in, out, 200 + 10 * l));
+      adapters_.push_back(bench::trained_adapter<B, svd>(in, out, 200 + 10 * l));
     }
-    for (std::size_t l = 0; l <= L; ++l) acts_.push_back(host_buffer(be_, tokens * dims_[l], 300 + l, 1.0f));
-    target_ = host_buffer(be_, tokens * dims_.back(), 400, 1.0f);
+    for (std::size_t l = 0; l <= L; ++l) acts_.push_back(bench::uploaded_uniform(be_, tokens * dims_[l], 300 + l, 1.0f));
+    target_ = bench::uploaded_uniform(be_, tokens * dims_.back(), 400, 1.0f);
     grad_ = be_.template allocate<float>(tokens * *std::max_element(dims_.begin(), dims_.end()));
     grad_in_ = be_.template allocate<float>(grad_.size());
     std::vector<adalora::parameter_span> params;
@@ -263,16 +194,8 @@ struct register_backend {
   template <class B>
   void operator()() const {
     const std::string b = B::name;
-    for (const auto& s : adapter_shapes) {
-      benchmark::RegisterBenchmark(("adapter/svd/" + std::string(s.name) + "/" + b).c_str(),
-                                   [s](benchmark::State& st) { bm_adapter<B, true>(st, s); })
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond);
-      benchmark::RegisterBenchmark(("adapter/lora/" + std::string(s.name) + "/" + b).c_str(),
-                                   [s](benchmark::State& st) { bm_adapter<B, false>(st, s); })
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond);
-    }
+    // Eigen's GEMMs run on Eigen::nbThreads() (the OpenMP threads when built with OpenMP); the others as their backend
+    bench::register_adapter_passes<B>(b == "eigen" ? Eigen::nbThreads() : bench::backend_threads<B>());
     if (b != "eigen" && b != "thrust-omp") return;  // the training step: the CPU reference and the parallel backend
     for (const auto& m : models()) {
       auto reg = [&]<mode M>() {
@@ -341,19 +264,7 @@ void summary(const std::map<std::string, bench::result>& r) {
     }
     std::printf("\n");
   }
-  header = false;
-  for (const auto& [name, res] : r) {
-    if (name.rfind("adapter/svd/", 0) != 0) continue;
-    if (!header) {
-      std::printf("\nSummary: one adapter, forward + backward, %zu tokens, r %zu (ms; SVD over LoRA)\n", tokens, rank);
-      std::printf("%-44s %10s %10s %9s %10s\n", "shape/backend", "SVD", "LoRA", "SVD/LoRA", "SVD GF/s");
-      header = true;
-    }
-    const std::string rest = name.substr(std::string("adapter/svd/").size());
-    const auto* l = find("adapter/lora/" + rest);
-    std::printf("%-44s %10.3f %10.3f %9.2f %10.2f\n", rest.c_str(), res.seconds * 1e3, l ? l->seconds * 1e3 : 0.0,
-                l ? res.seconds / l->seconds : 0.0, res.counters.count("flops") ? res.counters.at("flops") / 1e9 : 0.0);
-  }
+  bench::print_adapter_summary(r);
 }
 
 }  // namespace

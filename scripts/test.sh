@@ -40,7 +40,7 @@ ctest --test-dir "${build_dir}" --output-on-failure -j "${jobs}"
 
 # The CUDA backend's programs, compiled by nvcc for sm_90 (Hopper), so that a change that breaks the CUDA build fails
 # here even on a machine without a GPU. Only the targets nvcc compiles (adalora_cuda_programs): the CUDA tests, the
-# adalora-trace with its CUDA replay, adalora-validate-cuda.
+# adalora-trace with its CUDA replay, adalora-validate-cuda and the GPU benchmarks (hence Google Benchmark).
 nvcc="${CUDACXX:-}"
 if [[ -z "${nvcc}" ]]; then
   nvcc="$(command -v nvcc 2>/dev/null || true)"
@@ -53,9 +53,10 @@ if [[ "${ADALORA_SKIP_CUDA:-0}" == "1" ]]; then
 elif [[ -z "${nvcc}" ]]; then
   section "CUDA build skipped: no nvcc (not on PATH, not /usr/local/cuda/bin/nvcc; set CUDACXX to use one)"
 else
-  section "configure ${cuda_dir}/ (CUDA with ${nvcc}, sm_90, Release, warnings as errors)"
+  section "configure ${cuda_dir}/ (CUDA with ${nvcc}, sm_90, Release, warnings as errors, with the benchmarks)"
+  bash scripts/install-deps.sh --bench
   cmake -S . -B "${cuda_dir}" -DCMAKE_BUILD_TYPE=Release -DADALORA_WARNINGS_AS_ERRORS=ON -DADALORA_SANITIZE=OFF \
-    -DADALORA_ENABLE_CUDA=ON -DCMAKE_CUDA_COMPILER="${nvcc}" -DCMAKE_CUDA_ARCHITECTURES=90
+    -DADALORA_ENABLE_CUDA=ON -DCMAKE_CUDA_COMPILER="${nvcc}" -DCMAKE_CUDA_ARCHITECTURES=90 -DADALORA_BUILD_BENCHMARKS=ON
 
   section "build ${cuda_dir}/: every program nvcc compiles (target adalora_cuda_programs, -j${jobs})"
   cuda_start=$SECONDS
@@ -72,9 +73,12 @@ else
   section "configure ${asan_dir}/ (-O1, -fsanitize=address,undefined)"
   # -O1 -g1: sanitizers need no heavy optimisation, and this halves the build on a 2-core machine. Left out of this
   # build, as the Release build above has them: the examples and the header self-containment check (compiled, never
-  # run by a test), and the test bodies' instantiation for Thrust's CPP system (the OMP one is tested here).
+  # run by a test), the adalora-trace command line (its replays are the library's validate/ API, which test_validate
+  # runs here on every trace, corrupted ones included), and the test bodies' instantiation for Thrust's CPP system
+  # (the OMP one is tested here).
   cmake -S . -B "${asan_dir}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \
-    -DADALORA_SANITIZE=ON -DADALORA_BUILD_EXAMPLES=OFF -DADALORA_BUILD_HEADER_CHECK=OFF -DADALORA_TEST_THRUST_CPP=OFF
+    -DADALORA_SANITIZE=ON -DADALORA_BUILD_EXAMPLES=OFF -DADALORA_BUILD_HEADER_CHECK=OFF -DADALORA_TEST_THRUST_CPP=OFF \
+    -DADALORA_BUILD_TOOLS=OFF
 
   section "build ${asan_dir}/ (-j${jobs})"
   cmake --build "${asan_dir}" -j "${jobs}"

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <tuple>
 
 #include "adalora/adapters/lora_adapter.hpp"
 #include "adalora/adapters/orthogonal_regularizer.hpp"
@@ -14,8 +15,10 @@
 using namespace adalora;
 using adalora::testing::backends_under_test;
 
-static_assert(Adapter<svd_adapter<eigen_backend>>);
-static_assert(Adapter<lora_adapter<eigen_backend>>);
+// both adapter kinds are Adapters on every backend under test
+static_assert([]<class... B>(std::tuple<B...>*) {
+  return (... && (Adapter<svd_adapter<B>> && Adapter<lora_adapter<B>>));
+}(static_cast<backends_under_test*>(nullptr)));
 static_assert(!Adapter<svd_adapter_views<float>>);
 static_assert(!Adapter<int>);
 

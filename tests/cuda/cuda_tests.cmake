@@ -5,6 +5,9 @@
 #   test_cuda_backend     backend primitives, the caller's stream, cuda_error, PEFT allocation trace replays
 #   test_cuda_allocation  rank_allocator against the plain-loop reference, its error handling, and the fused
 #                         pass's block launch (tile_lanes_kernel) against the host, bit for bit
+#   test_cuda_bf16        bfloat16 parameters (float32 state) against float32
+#   test_cuda_adapters    SVD / LoRA adapters and the orthogonal regularizer against reference/, AdamW
+#   test_cuda_validate    the validation API (CUDA against Eigen), allocator checkpoint resume
 #   adalora_trace_cuda    adalora-trace --backend cuda on every trace in ADALORA_TRACES_DIR
 find_package(Catch2 2.13 REQUIRED)
 
@@ -16,7 +19,7 @@ target_link_libraries(adalora_cuda_catch_main PRIVATE Catch2::Catch2)
 
 function(adalora_add_cuda_test name)
   add_executable(${name} ${ARGN} $<TARGET_OBJECTS:adalora_cuda_catch_main>)
-  target_link_libraries(${name} PRIVATE Catch2::Catch2 adalora::cuda adalora::io adalora_cuda_project_options)
+  target_link_libraries(${name} PRIVATE Catch2::Catch2 adalora::cuda adalora::eigen adalora::io adalora_cuda_project_options)
   target_include_directories(${name} PRIVATE "${_adalora_cuda_tests_dir}/..")
   target_compile_definitions(${name} PRIVATE ADALORA_TEST_CUDA_ONLY ADALORA_TRACES_DIR="${ADALORA_TRACES_DIR}")
   set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY "${PROJECT_BINARY_DIR}/tests/cuda")
@@ -28,6 +31,8 @@ endfunction()
 adalora_add_cuda_test(test_cuda_backend "${_adalora_cuda_tests_dir}/test_cuda_backend.cu")
 adalora_add_cuda_test(test_cuda_allocation "${_adalora_cuda_tests_dir}/test_cuda_allocation.cu")
 adalora_add_cuda_test(test_cuda_bf16 "${_adalora_cuda_tests_dir}/test_cuda_bf16.cu")
+adalora_add_cuda_test(test_cuda_adapters "${_adalora_cuda_tests_dir}/test_cuda_adapters.cu")
+adalora_add_cuda_test(test_cuda_validate "${_adalora_cuda_tests_dir}/test_cuda_validate.cu")
 
 # Every PEFT trace replayed by adalora-trace on the GPU (the CPU backends' replays are in tests/CMakeLists.txt).
 if(TARGET adalora-trace)

@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "adalora/backends/eigen/eigen_backend.hpp"
 #include "adalora/io/peft_adapter.hpp"
 #include "support/backends_under_test.hpp"
 

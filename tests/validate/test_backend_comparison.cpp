@@ -3,6 +3,7 @@
 
 #include <random>
 
+#include "adalora/backends/eigen/eigen_backend.hpp"
 #include "adalora/validate/backend_comparison.hpp"
 #include "support/backends_under_test.hpp"
 
