@@ -1,5 +1,4 @@
-// One adapter's forward + backward on any backend: the layer shapes, the benchmark body and its summary table
-// (bench_adapter on the CPU backends, bench_adapter_cuda on the GPU).
+// One adapter's forward + backward on any backend (bench_adapter, bench_adapter_cuda): shapes, body, summary table.
 #pragma once
 
 #include <benchmark/benchmark.h>

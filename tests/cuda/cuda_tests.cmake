@@ -16,6 +16,7 @@ set(_adalora_cuda_tests_dir "${CMAKE_CURRENT_LIST_DIR}")
 # Catch2's main() once more, without the project's sanitizer flags (nvcc objects are not instrumented).
 add_library(adalora_cuda_catch_main OBJECT "${_adalora_cuda_tests_dir}/../catch_main.cpp")
 target_link_libraries(adalora_cuda_catch_main PRIVATE Catch2::Catch2)
+target_compile_options(adalora_cuda_catch_main PRIVATE $<$<CXX_COMPILER_ID:GNU,Clang>:-O0>)
 
 function(adalora_add_cuda_test name)
   add_executable(${name} ${ARGN} $<TARGET_OBJECTS:adalora_cuda_catch_main>)

@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include <random>
+#include <string>
 
 #include "adalora/backends/eigen/eigen_backend.hpp"
 #include "adalora/validate/backend_comparison.hpp"
@@ -53,6 +54,7 @@ TEMPLATE_LIST_TEST_CASE("each backend agrees with the Eigen reference", "[valida
   REQUIRE(cmp.report().masks_agree);
   REQUIRE(cmp.report().find("triplet scores")->compared > 100);
   REQUIRE(cmp.report().within(1e-5));
+  REQUIRE(cmp.report().to_string().find("masks and budgets: agree") != std::string::npos);
 
   std::mt19937 rng2(8);
   const std::size_t in = 24, out = 18, r = 5, batch = 7;
@@ -62,6 +64,8 @@ TEMPLATE_LIST_TEST_CASE("each backend agrees with the Eigen reference", "[valida
   INFO(rep.to_string());
   REQUIRE(rep.find("grad_x")->compared == batch * in);
   REQUIRE(rep.within(1e-5));
+  REQUIRE_FALSE(rep.compares_masks);  // adapter passes make no discrete decisions: no masks line in the report
+  REQUIRE(rep.to_string().find("masks") == std::string::npos);
 }
 
 TEST_CASE("a backend that selects the wrong threshold is caught", "[validate]") {
@@ -82,5 +86,6 @@ TEST_CASE("a backend that selects the wrong threshold is caught", "[validate]") 
   REQUIRE(cmp.report().find("threshold")->max_rel > 1e-3);
   REQUIRE_FALSE(cmp.report().masks_agree);
   REQUIRE_FALSE(cmp.report().within(1e-5));
+  REQUIRE(cmp.report().to_string().find("masks and budgets: DIFFER at step ") != std::string::npos);
   REQUIRE_THROWS_AS(cmp.set_inputs("a", {}, {}, {}, {}, {}, {}), shape_error);
 }
