@@ -11,9 +11,11 @@
 #include "adalora/adapters/svd_adapter.hpp"
 #include "adalora/reference/adapter_reference.hpp"
 #include "support/backends_under_test.hpp"
+#include "support/random_values.hpp"
 
 using namespace adalora;
 using adalora::testing::backends_under_test;
+using adalora::testing::normal_values;
 
 // both adapter kinds are Adapters on every backend under test
 static_assert([]<class... B>(std::tuple<B...>*) {
@@ -23,14 +25,6 @@ static_assert(!Adapter<svd_adapter_views<float>>);
 static_assert(!Adapter<int>);
 
 namespace {
-
-std::vector<float> randn(std::size_t n, unsigned seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
 
 template <class B>
 struct dev {
@@ -60,7 +54,9 @@ struct dev {
   }
 };
 
-std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
+std::vector<double> to_double(const std::vector<float>& v) {
+  return {v.begin(), v.end()};
+}
 
 void require_close(const std::vector<float>& got, const std::vector<double>& expect, double rtol, const char* what) {
   REQUIRE(got.size() == expect.size());
@@ -80,8 +76,8 @@ void require_close(const std::vector<float>& got, const std::vector<double>& exp
 TEMPLATE_LIST_TEST_CASE("a new adapter leaves the base output unchanged", "[adapter]", backends_under_test) {
   dev<TestType> d;
   const std::size_t batch = 3, in = 10, out = 6;
-  auto x = d.put(randn(batch * in, 1));
-  const auto y0 = randn(batch * out, 2);
+  auto x = d.put(normal_values(batch * in, 1));
+  const auto y0 = normal_values(batch * out, 2);
   auto y = d.put(y0);
   svd_adapter<TestType> svd(in, out, 4, {});
   svd.forward(d.cview(x, batch, in), d.view(y, batch, out));
@@ -101,9 +97,9 @@ TEMPLATE_LIST_TEST_CASE("adapter forward and backward match the reference", "[ad
   for (bool use_svd : {true, false}) {
     INFO((use_svd ? "svd_adapter" : "lora_adapter"));
     const std::size_t batch = 6, in = 13, out = 9, r = 5;
-    const auto A = randn(r * in, 3), E = randn(r, 4), Bm = randn(out * r, 5);
-    const auto x = randn(batch * in, 6), dy = randn(batch * out, 7), y0 = randn(batch * out, 8);
-    const auto dx0 = randn(batch * in, 9);
+    const auto A = normal_values(r * in, 3), E = normal_values(r, 4), Bm = normal_values(out * r, 5);
+    const auto x = normal_values(batch * in, 6), dy = normal_values(batch * out, 7), y0 = normal_values(batch * out, 8);
+    const auto dx0 = normal_values(batch * in, 9);
     adapter_options o;
     o.lora_alpha = 12;
     svd_adapter<TestType> svd(in, out, r, o);
@@ -150,15 +146,15 @@ TEMPLATE_LIST_TEST_CASE("adapter forward and backward match the reference", "[ad
   }
 }
 
-TEMPLATE_LIST_TEST_CASE("dropout acts on the adapter branch only, in training mode", "[adapter]",
-                        backends_under_test) {
+TEMPLATE_LIST_TEST_CASE("dropout acts on the adapter branch only, in training mode", "[adapter]", backends_under_test) {
   dev<TestType> d;
   const std::size_t batch = 64, in = 32, out = 8, r = 4;
   adapter_options o;
   o.lora_dropout = 0.25;
   o.seed = 5;
   svd_adapter<TestType> layer(in, out, r, o);
-  const auto A = randn(r * in, 1), E = randn(r, 2), Bm = randn(out * r, 3), x = randn(batch * in, 4);
+  const auto A = normal_values(r * in, 1), E = normal_values(r, 2), Bm = normal_values(out * r, 3),
+             x = normal_values(batch * in, 4);
   layer.load(A, E, Bm);
   auto xb = d.put(x);
   auto y_eval = d.put(std::vector<float>(batch * out, 0.0f)), y_train = d.put(std::vector<float>(batch * out, 0.0f));
@@ -182,7 +178,7 @@ TEMPLATE_LIST_TEST_CASE("dropout acts on the adapter branch only, in training mo
   require_close(d.get(y_train, batch * out), reference::adapter_forward(p, xd, batch), 1e-5, "y (training)");
   require_close(d.get(y_eval, batch * out), reference::adapter_forward(p, to_double(x), batch), 1e-5, "y (eval)");
   // ∂x passes through the same mask
-  const auto dy = randn(batch * out, 9);
+  const auto dy = normal_values(batch * out, 9);
   auto dyb = d.put(dy);
   auto dxb = d.put(std::vector<float>(batch * in, 0.0f));
   layer.backward(d.cview(dyb, batch, out), d.view(dxb, batch, in));
@@ -197,13 +193,13 @@ TEMPLATE_LIST_TEST_CASE("merge and unmerge round-trip; broken adapters refuse to
   dev<TestType> d;
   const std::size_t batch = 4, in = 11, out = 7, r = 3;
   svd_adapter<TestType> layer(in, out, r, {});
-  layer.load(randn(r * in, 1), randn(r, 2), randn(out * r, 3));
-  const auto W0 = randn(out * in, 4), x = randn(batch * in, 5);
+  layer.load(normal_values(r * in, 1), normal_values(r, 2), normal_values(out * r, 3));
+  const auto W0 = normal_values(out * in, 4), x = normal_values(batch * in, 5);
   auto W = d.put(W0), xb = d.put(x);
   // unmerged output: x Wᵀ + adapter(x)
   auto y_split = d.put(std::vector<float>(batch * out, 0.0f));
-  d.backend.gemm(transpose::no, transpose::yes, batch, out, in, 1.0f, xb.data(), in, W.data(), in, 0.0f,
-                 y_split.data(), out);
+  d.backend.gemm(transpose::no, transpose::yes, batch, out, in, 1.0f, xb.data(), in, W.data(), in, 0.0f, y_split.data(),
+                 out);
   layer.forward(d.cview(xb, batch, in), d.view(y_split, batch, out));
   layer.merge(d.view(W, out, in));
   REQUIRE(layer.merged());
@@ -218,9 +214,9 @@ TEMPLATE_LIST_TEST_CASE("merge and unmerge round-trip; broken adapters refuse to
   REQUIRE_THROWS_AS(layer.unmerge(d.view(W, out, in)), usage_error);
   REQUIRE_THROWS_AS(layer.merge(d.view(W, in, out)), shape_error);
 
-  auto E = randn(r, 2);
+  auto E = normal_values(r, 2);
   E[1] = std::numeric_limits<float>::quiet_NaN();
-  layer.load(randn(r * in, 1), E, randn(out * r, 3));
+  layer.load(normal_values(r * in, 1), E, normal_values(out * r, 3));
   const auto before = d.get(W, out * in);
   REQUIRE_THROWS_WITH(layer.merge(d.view(W, out, in)), Catch::Contains("W is left unchanged"));
   REQUIRE_FALSE(layer.merged());
@@ -229,9 +225,10 @@ TEMPLATE_LIST_TEST_CASE("merge and unmerge round-trip; broken adapters refuse to
 
   // a transposed (strided) base weight works too
   svd_adapter<TestType> other(in, out, r, {});
-  other.load(randn(r * in, 6), randn(r, 7), randn(out * r, 8));
+  other.load(normal_values(r * in, 6), normal_values(r, 7), normal_values(out * r, 8));
   auto Wt = d.put(std::vector<float>(in * out, 0.0f));  // stored in × out
-  other.merge(make_matrix_view<typename TestType::memory_space>(Wt.data(), out, in, 1, static_cast<std::ptrdiff_t>(out)));
+  other.merge(
+      make_matrix_view<typename TestType::memory_space>(Wt.data(), out, in, 1, static_cast<std::ptrdiff_t>(out)));
   const auto delta = other.delta_weight();
   const auto wt = d.get(Wt, in * out);
   for (std::size_t o = 0; o < out; ++o)
@@ -245,11 +242,11 @@ TEMPLATE_LIST_TEST_CASE("a shrunk adapter equals the masked full-rank one", "[ad
   o.lora_alpha = 16;
   svd_adapter<TestType> full(in, out, r, o);
   const std::vector<bool> keep = {true, false, true, true, false, false};
-  auto E = randn(r, 2);
+  auto E = normal_values(r, 2);
   for (std::size_t i = 0; i < r; ++i)
     if (!keep[i]) E[i] = 0.0f;  // what the allocator's mask leaves
-  full.load(randn(r * in, 1), E, randn(out * r, 3));
-  const auto x = randn(batch * in, 4);
+  full.load(normal_values(r * in, 1), E, normal_values(out * r, 3));
+  const auto x = normal_values(batch * in, 4);
   auto xb = d.put(x);
   auto y_full = d.put(std::vector<float>(batch * out, 0.0f)), y_small = d.put(std::vector<float>(batch * out, 0.0f));
   full.forward(d.cview(xb, batch, in), d.view(y_full, batch, out));
@@ -278,12 +275,14 @@ TEMPLATE_LIST_TEST_CASE("the orthogonal regularizer matches the reference in bot
     for (std::size_t k = 0; k < shapes.size(); ++k) {
       const auto [r, in, out] = shapes[k];
       layers.emplace_back(in, out, r, adapter_options{});
-      layers.back().load(randn(r * in, 10 + unsigned(k), 0.5f), randn(r, 20), randn(out * r, 30 + unsigned(k), 0.5f));
+      layers.back().load(normal_values(r * in, 10 + unsigned(k), 0.5f), normal_values(r, 20),
+                         normal_values(out * r, 30 + unsigned(k), 0.5f));
     }
     std::vector<svd_adapter<TestType>*> ptrs;
     for (auto& l : layers) ptrs.push_back(&l);
     const double gamma = 0.3;
-    const double value = orthogonal_regularization<TestType>(std::span<svd_adapter<TestType>* const>(ptrs), gamma, form);
+    const double value =
+        orthogonal_regularization<TestType>(std::span<svd_adapter<TestType>* const>(ptrs), gamma, form);
     const bool squared = form == orth_reg_form::paper_squared;
     const double coef = gamma / (squared ? 1.0 : 2.0 * shapes.size());
     double expect = 0;
@@ -317,8 +316,10 @@ TEMPLATE_LIST_TEST_CASE("adapter misuse is a clear error", "[adapter][errors]", 
   svd_adapter<TestType> layer(8, 4, 2, {});
   auto x = d.put(std::vector<float>(3 * 8, 1.0f)), y = d.put(std::vector<float>(3 * 4, 0.0f));
   REQUIRE_THROWS_WITH(layer.backward(d.cview(y, 3, 4)), Catch::Contains("backward() before any forward()"));
-  REQUIRE_THROWS_WITH(layer.forward(d.cview(x, 4, 6), d.view(y, 3, 4)), Catch::Contains("x is (4, 6), expected (4, 8)"));
-  REQUIRE_THROWS_WITH(layer.forward(d.cview(x, 3, 8), d.view(y, 3, 3)), Catch::Contains("y is (3, 3), expected (3, 4)"));
+  REQUIRE_THROWS_WITH(layer.forward(d.cview(x, 4, 6), d.view(y, 3, 4)),
+                      Catch::Contains("x is (4, 6), expected (4, 8)"));
+  REQUIRE_THROWS_WITH(layer.forward(d.cview(x, 3, 8), d.view(y, 3, 3)),
+                      Catch::Contains("y is (3, 3), expected (3, 4)"));
   auto strided = make_matrix_view<typename TestType::memory_space>(static_cast<const float*>(x.data()), 3, 8, 8, 2);
   REQUIRE_THROWS_WITH(layer.forward(strided, d.view(y, 3, 4)), Catch::Contains("row-major with unit column stride"));
   REQUIRE_THROWS_AS(svd_adapter<TestType>(0, 4, 2, {}), shape_error);

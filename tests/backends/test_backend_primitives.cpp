@@ -10,19 +10,13 @@
 #include "adalora/backends/backend.hpp"
 #include "adalora/core/host_device.hpp"
 #include "support/backends_under_test.hpp"
+#include "support/random_values.hpp"
 
 using namespace adalora;
 using adalora::testing::backends_under_test;
+using adalora::testing::normal_values;
 
 namespace {
-
-std::vector<float> random_vector(std::size_t n, unsigned seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
 
 template <class B>
 struct device_copy {
@@ -66,8 +60,7 @@ void require_close(const std::vector<float>& got, const std::vector<double>& exp
 
 }  // namespace
 
-TEMPLATE_LIST_TEST_CASE("buffers are zeroed; for_each, count_if and transform_sum", "[backend]",
-                        backends_under_test) {
+TEMPLATE_LIST_TEST_CASE("buffers are zeroed; for_each, count_if and transform_sum", "[backend]", backends_under_test) {
   TestType b{};
   auto buf = b.template allocate<float>(37);
   std::vector<float> h(37, 1.0f);
@@ -77,7 +70,7 @@ TEMPLATE_LIST_TEST_CASE("buffers are zeroed; for_each, count_if and transform_su
   b.copy_to_host(buf.data(), 37, h.data());
   for (std::size_t i = 0; i < 37; ++i) REQUIRE(h[i] == static_cast<float>(2 * i + 1));
 
-  const auto v = random_vector(1001, 3);
+  const auto v = normal_values(1001, 3);
   device_copy<TestType> d(b, v);
   const auto negatives = static_cast<std::size_t>(std::count_if(v.begin(), v.end(), [](float x) { return x < 0; }));
   REQUIRE(negatives > 100);
@@ -100,7 +93,7 @@ TEMPLATE_LIST_TEST_CASE("column sums", "[backend]", backends_under_test) {
   for (auto [rows, cols] : {std::pair<std::size_t, std::size_t>{7, 13}, {1, 300}, {300, 1}, {64, 64}, {0, 5}}) {
     // multiples of 2^-20 in (-1, 1): every partial sum is exact in double, so that the rounded total is the same in
     // whatever order a backend adds, and can be required exactly
-    auto m = random_vector(rows * cols, static_cast<unsigned>(rows * 31 + cols));
+    auto m = normal_values(rows * cols, static_cast<unsigned>(rows * 31 + cols));
     for (auto& x : m) x = std::ldexp(std::round(std::ldexp(x, 20)), -20);
     device_copy<TestType> d(b, m);
     std::vector<double> sums(cols, 0.0);
@@ -118,7 +111,7 @@ TEMPLATE_LIST_TEST_CASE("column sums", "[backend]", backends_under_test) {
 
 TEMPLATE_LIST_TEST_CASE("k-th smallest", "[backend]", backends_under_test) {
   TestType b{};
-  auto v = random_vector(513, 9);
+  auto v = normal_values(513, 9);
   v[10] = v[20] = v[30] = 0.25f;  // ties
   device_copy<TestType> d(b, v);
   auto sorted = v;
@@ -138,11 +131,13 @@ TEMPLATE_LIST_TEST_CASE("gemm in all four transposition cases, with strides and 
         const std::size_t a_rows = ta == transpose::no ? m : k, a_cols = ta == transpose::no ? k : m;
         const std::size_t b_rows = tb == transpose::no ? k : n, b_cols = tb == transpose::no ? n : k;
         const std::size_t lda = a_cols + pad, ldb = b_cols + pad, ldc = n + pad;
-        const auto A = random_vector(a_rows * lda, 1), Bm = random_vector(b_rows * ldb, 2);
-        auto C = random_vector(m * ldc, 3);
+        const auto A = normal_values(a_rows * lda, 1), Bm = normal_values(b_rows * ldb, 2);
+        auto C = normal_values(m * ldc, 3);
         if (beta == 0.0f) C[0] = std::nanf("");  // must not be read
         auto a_at = [&](std::size_t i, std::size_t p) { return ta == transpose::no ? A[i * lda + p] : A[p * lda + i]; };
-        auto b_at = [&](std::size_t p, std::size_t j) { return tb == transpose::no ? Bm[p * ldb + j] : Bm[j * ldb + p]; };
+        auto b_at = [&](std::size_t p, std::size_t j) {
+          return tb == transpose::no ? Bm[p * ldb + j] : Bm[j * ldb + p];
+        };
         std::vector<double> expect(m * ldc);
         for (std::size_t i = 0; i < m; ++i)
           for (std::size_t j = 0; j < ldc; ++j) {

@@ -40,7 +40,7 @@ TEST_CASE("the CUDA backend queues its work on the caller's stream", "[cuda]") {
   REQUIRE(b.system().stream() == s.stream);
   REQUIRE(std::string(cuda_backend::name) == "cuda");
 
-  const auto v = random_vector(4097, 5);
+  const auto v = normal_values(4097, 5);
   device_copy<cuda_backend> d(b, v);
   auto out = b.allocate<float>(v.size());
   b.for_each(v.size(), add_one_fn{d.buf.data(), out.data()});

@@ -20,10 +20,12 @@
 #include "adalora/backends/eigen/eigen_backend.hpp"
 #include "adalora/io/peft_adapter.hpp"
 #include "support/backends_under_test.hpp"
+#include "support/random_values.hpp"
 
 using namespace adalora;
 using adalora::io::peft_svd_module;
 using adalora::testing::backends_under_test;
+using adalora::testing::normal_values;
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
@@ -55,14 +57,6 @@ struct temp_dir {
   temp_dir(const temp_dir&) = delete;
   temp_dir& operator=(const temp_dir&) = delete;
 };
-
-std::vector<float> randn(std::size_t n, unsigned seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
 
 json read_json(const fs::path& p) {
   std::ifstream in(p);
@@ -124,7 +118,8 @@ std::vector<svd_adapter<B>> make_adapters(const std::vector<spec>& specs, const 
   for (const auto& s : specs) {
     auto a = svd_adapter<B>::from_config(s.in, s.out, c, seed);
     const auto r = static_cast<std::size_t>(c.init_r);
-    a.load(randn(r * s.in, seed + 1, 0.3f), randn(r, seed + 2), randn(s.out * r, seed + 3, 0.3f));
+    a.load(normal_values(r * s.in, seed + 1, 0.3f), normal_values(r, seed + 2),
+           normal_values(s.out * r, seed + 3, 0.3f));
     a.train(false);
     out.push_back(std::move(a));
     seed += 10;
@@ -245,8 +240,8 @@ TEMPLATE_LIST_TEST_CASE("AdaLoRA export writes PEFT's files and imports back to 
       REQUIRE(a.scaling() == adapters[k].scaling());
       REQUIRE(a.scaling() == io::peft_adalora_scaling(10.0, 6));
       a.train(false);
-      const auto x = randn(batch * s.in, 7 + static_cast<unsigned>(k));
-      const auto y0 = randn(batch * s.out, 70 + static_cast<unsigned>(k));
+      const auto x = normal_values(batch * s.in, 7 + static_cast<unsigned>(k));
+      const auto y0 = normal_values(batch * s.out, 70 + static_cast<unsigned>(k));
       auto shrunk = adapters[k].shrink(s.keep);
       shrunk.train(false);
       const auto y_import = run_forward(a, x, y0, batch);
@@ -366,10 +361,19 @@ TEST_CASE("AdaLoRA export of the lower-level form: patterns absent, given for sh
           "[peft]") {
   adalora_config cfg = test_config();
   cfg.init_r = 4;
-  peft_svd_module full{"enc.fc", 3, 2, 0, randn(12, 1), randn(4, 2), randn(8, 3), std::nullopt, std::nullopt};
-  peft_svd_module given{"enc.proj", 3, 2, 4, randn(6, 4), randn(2, 5), randn(4, 6),
-                        std::vector<bool>{false, true, false, true}, std::nullopt};
-  peft_svd_module implied{"dec.fc", 3, 2, 4, randn(3, 7), randn(1, 8), randn(2, 9), std::nullopt, std::nullopt};
+  peft_svd_module full{"enc.fc",     3,           2, 0, normal_values(12, 1), normal_values(4, 2), normal_values(8, 3),
+                       std::nullopt, std::nullopt};
+  peft_svd_module given{"enc.proj",
+                        3,
+                        2,
+                        4,
+                        normal_values(6, 4),
+                        normal_values(2, 5),
+                        normal_values(4, 6),
+                        std::vector<bool>{false, true, false, true},
+                        std::nullopt};
+  peft_svd_module implied{
+      "dec.fc", 3, 2, 4, normal_values(3, 7), normal_values(1, 8), normal_values(2, 9), std::nullopt, std::nullopt};
 
   SECTION("every module at full rank without a pattern: rank_pattern is null") {
     temp_dir dir("full");
@@ -469,7 +473,8 @@ std::vector<hand_tensor> peft_tensors() {
 
 }  // namespace
 
-TEST_CASE("import accepts what PEFT saves: adapter names in keys, lora_E as (r, 1) or (r), missing defaults", "[peft]") {
+TEST_CASE("import accepts what PEFT saves: adapter names in keys, lora_E as (r, 1) or (r), missing defaults",
+          "[peft]") {
   temp_dir dir("pefted");
   SECTION("plain keys") {
     hand_folder(dir.path, peft_config(), peft_tensors());
@@ -598,16 +603,18 @@ TEST_CASE("import: every malformed folder gives a format_error that says what is
     expect(peft_config(), reshaped(1, {2, 2}), "lora_E is not (r, 1)");
     expect(peft_config(), reshaped(2, {5, 3}), "the ranks disagree");
     expect(peft_config(), reshaped(3, {3, 0}), "in and out must be > 0");
-    expect(with("rank_pattern", {{"fc1.lora_E", {true, false, true}}}),
-           [] {
-             auto t = peft_tensors();
-             t[3].shape = {4, 5};
-             t[4].shape = {4, 1};
-             t[5].shape = {2, 4};
-             return t;
-           }(),
-           "module 'fc2' has rank 4, more than init_r = 3");
-    expect(peft_config(), plus({"base_model.model.fc1.bias", {5}}), "tensor 'base_model.model.fc1.bias' is not an AdaLoRA");
+    expect(
+        with("rank_pattern", {{"fc1.lora_E", {true, false, true}}}),
+        [] {
+          auto t = peft_tensors();
+          t[3].shape = {4, 5};
+          t[4].shape = {4, 1};
+          t[5].shape = {2, 4};
+          return t;
+        }(),
+        "module 'fc2' has rank 4, more than init_r = 3");
+    expect(peft_config(), plus({"base_model.model.fc1.bias", {5}}),
+           "tensor 'base_model.model.fc1.bias' is not an AdaLoRA");
     expect(peft_config(), plus({"fc3.lora_A", {2, 2}}), "does not start with \"base_model.model.\"");
     expect(peft_config(), plus({"base_model.model.fc3.lora_A.weight", {2, 2}}), "is a plain-LoRA tensor");
     expect(peft_config(), plus({"base_model.model.fc1.lora_A.default", {2, 4}}), "are the same tensor of module 'fc1'");
@@ -639,8 +646,9 @@ TEST_CASE("export: misuse is refused before anything is written", "[peft]") {
   const fs::path d = dir.path / "out";
   const adalora_config cfg = test_config();  // init_r = 6
   auto mod = [](std::string name, std::size_t r) {
-    return peft_svd_module{std::move(name), 3, 2, 0, randn(r * 3, 1), randn(r, 2), randn(2 * r, 3),
-                           std::nullopt, std::nullopt};
+    return peft_svd_module{
+        std::move(name), 3,           2, 0, normal_values(r * 3, 1), normal_values(r, 2), normal_values(2 * r, 3),
+        std::nullopt,    std::nullopt};
   };
   auto write = [&](std::vector<peft_svd_module> mods, adalora_config c = test_config()) {
     io::write_peft_adalora(d, mods, c);
@@ -665,7 +673,8 @@ TEST_CASE("export: misuse is refused before anything is written", "[peft]") {
   REQUIRE_THROWS_MATCHES(write({bad}), config_error, what_contains("init_r = 8, the config says 6"));
   bad = mod("a", 6);
   bad.scaling = 1.0f;
-  REQUIRE_THROWS_MATCHES(write({bad}), config_error, what_contains("has scaling 1.000000, but the config's lora_alpha"));
+  REQUIRE_THROWS_MATCHES(write({bad}), config_error,
+                         what_contains("has scaling 1.000000, but the config's lora_alpha"));
   bad = mod("a", 6);
   bad.E[2] = std::numeric_limits<float>::infinity();
   REQUIRE_THROWS_MATCHES(write({bad}), non_finite_error, what_contains("NaN or infinity (in E)"));

@@ -7,18 +7,13 @@
 #include "adalora/backends/eigen/eigen_backend.hpp"
 #include "adalora/validate/backend_comparison.hpp"
 #include "support/backends_under_test.hpp"
+#include "support/random_values.hpp"
 
 using namespace adalora;
 using adalora::testing::backends_under_test;
+using adalora::testing::normal_values;
 
 namespace {
-std::vector<float> randn(std::size_t n, std::mt19937& rng, float scale = 1.0f) {
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
 /// A backend that is Eigen except for an off-by-one selection (the (k+1)-th smallest): what validation must catch.
 struct skewed_backend : eigen_backend {
   static constexpr const char* name = "skewed";
@@ -45,8 +40,9 @@ TEMPLATE_LIST_TEST_CASE("each backend agrees with the Eigen reference", "[valida
   for (std::int64_t t = 0; t < 24; ++t) {
     for (std::size_t k = 0; k < shapes.size(); ++k) {
       const auto [r, in, out] = shapes[k];
-      cmp.set_inputs("m" + std::to_string(k), randn(r * in, rng), randn(r, rng), randn(out * r, rng),
-                     randn(r * in, rng), randn(r, rng), randn(out * r, rng));
+      cmp.set_inputs("m" + std::to_string(k), normal_values(r * in, rng), normal_values(r, rng),
+                     normal_values(out * r, rng), normal_values(r * in, rng), normal_values(r, rng),
+                     normal_values(out * r, rng));
     }
     cmp.step(t);
   }
@@ -59,8 +55,8 @@ TEMPLATE_LIST_TEST_CASE("each backend agrees with the Eigen reference", "[valida
   std::mt19937 rng2(8);
   const std::size_t in = 24, out = 18, r = 5, batch = 7;
   const auto rep = validate::compare_adapter_passes<eigen_backend, TestType>(
-      in, out, r, 10.0f, randn(r * in, rng2), randn(r, rng2), randn(out * r, rng2), randn(batch * in, rng2),
-      randn(batch * out, rng2));
+      in, out, r, 10.0f, normal_values(r * in, rng2), normal_values(r, rng2), normal_values(out * r, rng2),
+      normal_values(batch * in, rng2), normal_values(batch * out, rng2));
   INFO(rep.to_string());
   REQUIRE(rep.find("grad_x")->compared == batch * in);
   REQUIRE(rep.within(1e-5));
@@ -79,7 +75,8 @@ TEST_CASE("a backend that selects the wrong threshold is caught", "[validate]") 
   std::mt19937 rng(1);
   for (std::int64_t t = 0; t < 8; ++t) {
     for (const char* n : {"a", "b"})
-      cmp.set_inputs(n, randn(40, rng), randn(4, rng), randn(24, rng), randn(40, rng), randn(4, rng), randn(24, rng));
+      cmp.set_inputs(n, normal_values(40, rng), normal_values(4, rng), normal_values(24, rng), normal_values(40, rng),
+                     normal_values(4, rng), normal_values(24, rng));
     cmp.step(t);
   }
   INFO(cmp.report().to_string());
