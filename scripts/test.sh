@@ -39,8 +39,8 @@ section "test ${build_dir}/"
 ctest --test-dir "${build_dir}" --output-on-failure -j "${jobs}"
 
 # The CUDA backend's programs, compiled by nvcc for sm_90 (Hopper), so that a change that breaks the CUDA build fails
-# here even on a machine without a GPU. Only the targets nvcc compiles (adalora_cuda_programs): the CUDA tests, the
-# adalora-trace with its CUDA replay, adalora-validate-cuda and the GPU benchmarks (hence Google Benchmark).
+# here even on a machine without a GPU. Only the targets nvcc compiles: adalora_cuda_programs (the CUDA tests, the
+# adalora-trace with its CUDA replay, adalora-validate-cuda) and adalora_cuda_benchmarks (hence Google Benchmark).
 nvcc="${CUDACXX:-}"
 if [[ -z "${nvcc}" ]]; then
   nvcc="$(command -v nvcc 2>/dev/null || true)"
@@ -58,9 +58,9 @@ else
   cmake -S . -B "${cuda_dir}" -DCMAKE_BUILD_TYPE=Release -DADALORA_WARNINGS_AS_ERRORS=ON -DADALORA_SANITIZE=OFF \
     -DADALORA_ENABLE_CUDA=ON -DCMAKE_CUDA_COMPILER="${nvcc}" -DCMAKE_CUDA_ARCHITECTURES=90 -DADALORA_BUILD_BENCHMARKS=ON
 
-  section "build ${cuda_dir}/: every program nvcc compiles (target adalora_cuda_programs, -j${jobs})"
+  section "build ${cuda_dir}/: every program nvcc compiles (adalora_cuda_programs, adalora_cuda_benchmarks, -j${jobs})"
   cuda_start=$SECONDS
-  cmake --build "${cuda_dir}" --target adalora_cuda_programs -j "${jobs}"
+  cmake --build "${cuda_dir}" --target adalora_cuda_programs adalora_cuda_benchmarks -j "${jobs}"
   echo "CUDA build: $((SECONDS - cuda_start))s"
 
   section "CUDA tests in ${cuda_dir}/: listed, not run (they need a GPU: bash scripts/gpu-check)"
