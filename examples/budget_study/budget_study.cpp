@@ -65,6 +65,22 @@ struct study_config {
   bool large = false;
 
   bool runs(method m) const { return std::find(methods.begin(), methods.end(), m) != methods.end(); }
+
+  /// The AdaLoRA configuration of every AdaLoRA run: lora_alpha = init_r, so that the scaling α/init_r is 1.
+  adalora::adalora_config adalora() const {
+    adalora::adalora_config cfg;
+    cfg.init_r = init_r;
+    cfg.target_r = target_r;
+    cfg.tinit = tinit;
+    cfg.tfinal = tfinal;
+    cfg.deltaT = deltaT;
+    cfg.beta1 = beta1;
+    cfg.beta2 = beta2;
+    cfg.orth_reg_weight = orth_reg_weight;
+    cfg.total_step = steps;
+    cfg.lora_alpha = static_cast<double>(init_r);
+    return cfg;
+  }
 };
 
 // The true rank of the change in every matrix, one row per block: q k v o up down.
@@ -366,17 +382,7 @@ run_result run_adalora(const study_config& c, const task& t, int seed, method ho
   run_result r;
   r.how = how;
   r.seed = seed;
-  adalora::adalora_config cfg;
-  cfg.init_r = c.init_r;
-  cfg.target_r = c.target_r;
-  cfg.tinit = c.tinit;
-  cfg.tfinal = c.tfinal;
-  cfg.deltaT = c.deltaT;
-  cfg.beta1 = c.beta1;
-  cfg.beta2 = c.beta2;
-  cfg.orth_reg_weight = c.orth_reg_weight;
-  cfg.total_step = c.steps;
-  cfg.lora_alpha = static_cast<double>(c.init_r);  // scaling α/init_r = 1
+  const adalora::adalora_config cfg = c.adalora();
   std::vector<adalora::svd_adapter<backend>> adapters;
   for (std::size_t m = 0; m < c.shape.matrices(); ++m)
     adapters.push_back(adalora::svd_adapter<backend>::from_config(c.shape.in_of(m), c.shape.out_of(m), cfg,
@@ -675,17 +681,7 @@ void write_pictures(const study_config& c, const std::vector<run_result>& runs,
 int main(int argc, char** argv) try {
   using namespace budget_study;
   const study_config c = parse(argc, argv);
-  {  // fail early on an invalid AdaLoRA configuration, not inside a worker thread
-    adalora::adalora_config cfg;
-    cfg.init_r = c.init_r;
-    cfg.target_r = c.target_r;
-    cfg.tinit = c.tinit;
-    cfg.tfinal = c.tfinal;
-    cfg.deltaT = c.deltaT;
-    cfg.total_step = c.steps;
-    cfg.orth_reg_weight = c.orth_reg_weight;
-    cfg.validate();
-  }
+  c.adalora().validate();  // fail early on an invalid AdaLoRA configuration, not inside a worker thread
   const auto start = std::chrono::steady_clock::now();
   std::filesystem::create_directories(c.out);
 
