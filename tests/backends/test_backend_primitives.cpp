@@ -124,34 +124,104 @@ TEMPLATE_LIST_TEST_CASE("k-th smallest", "[backend]", backends_under_test) {
 TEMPLATE_LIST_TEST_CASE("gemm in all four transposition cases, with strides and beta", "[backend]",
                         backends_under_test) {
   TestType b{};
-  const std::size_t m = 9, n = 7, k = 11, pad = 3;
-  for (transpose ta : {transpose::no, transpose::yes})
-    for (transpose tb : {transpose::no, transpose::yes})
-      for (float beta : {0.0f, 0.5f}) {
-        const std::size_t a_rows = ta == transpose::no ? m : k, a_cols = ta == transpose::no ? k : m;
-        const std::size_t b_rows = tb == transpose::no ? k : n, b_cols = tb == transpose::no ? n : k;
-        const std::size_t lda = a_cols + pad, ldb = b_cols + pad, ldc = n + pad;
-        const auto A = normal_values(a_rows * lda, 1), Bm = normal_values(b_rows * ldb, 2);
-        auto C = normal_values(m * ldc, 3);
-        if (beta == 0.0f) C[0] = std::nanf("");  // must not be read
-        auto a_at = [&](std::size_t i, std::size_t p) { return ta == transpose::no ? A[i * lda + p] : A[p * lda + i]; };
-        auto b_at = [&](std::size_t p, std::size_t j) {
-          return tb == transpose::no ? Bm[p * ldb + j] : Bm[j * ldb + p];
-        };
-        std::vector<double> expect(m * ldc);
-        for (std::size_t i = 0; i < m; ++i)
-          for (std::size_t j = 0; j < ldc; ++j) {
-            if (j >= n) {
-              expect[i * ldc + j] = C[i * ldc + j];  // padding untouched
-              continue;
+  struct shape {
+    std::size_t m, n, k;
+  };
+  // small; and wide enough for several column blocks of the Thrust host form, with ragged ends (301 = 2·128 + 45)
+  for (const shape sh : {shape{9, 7, 11}, shape{5, 301, 37}, shape{3, 4, 0}})
+    for (transpose ta : {transpose::no, transpose::yes})
+      for (transpose tb : {transpose::no, transpose::yes})
+        for (float beta : {0.0f, 0.5f}) {
+          const std::size_t m = sh.m, n = sh.n, k = sh.k, pad = 3;
+          const std::size_t a_rows = ta == transpose::no ? m : k, a_cols = ta == transpose::no ? k : m;
+          const std::size_t b_rows = tb == transpose::no ? k : n, b_cols = tb == transpose::no ? n : k;
+          const std::size_t lda = a_cols + pad, ldb = b_cols + pad, ldc = n + pad;
+          const auto A = normal_values(std::max<std::size_t>(a_rows * lda, 1), 1);
+          const auto Bm = normal_values(std::max<std::size_t>(b_rows * ldb, 1), 2);
+          auto C = normal_values(m * ldc, 3);
+          if (beta == 0.0f) C[0] = std::nanf("");  // must not be read
+          auto a_at = [&](std::size_t i, std::size_t p) {
+            return ta == transpose::no ? A[i * lda + p] : A[p * lda + i];
+          };
+          auto b_at = [&](std::size_t p, std::size_t j) {
+            return tb == transpose::no ? Bm[p * ldb + j] : Bm[j * ldb + p];
+          };
+          std::vector<double> expect(m * ldc);
+          for (std::size_t i = 0; i < m; ++i)
+            for (std::size_t j = 0; j < ldc; ++j) {
+              if (j >= n) {
+                expect[i * ldc + j] = C[i * ldc + j];  // padding untouched
+                continue;
+              }
+              double s = 0;
+              for (std::size_t p = 0; p < k; ++p) s += double(a_at(i, p)) * b_at(p, j);
+              expect[i * ldc + j] = 1.5 * s + (beta == 0.0f ? 0.0 : double(beta) * C[i * ldc + j]);
             }
-            double s = 0;
-            for (std::size_t p = 0; p < k; ++p) s += double(a_at(i, p)) * b_at(p, j);
-            expect[i * ldc + j] = 1.5 * s + (beta == 0.0f ? 0.0 : double(beta) * C[i * ldc + j]);
-          }
-        device_copy<TestType> dA(b, A), dB(b, Bm), dC(b, C);
-        b.gemm(ta, tb, m, n, k, 1.5f, dA.buf.data(), lda, dB.buf.data(), ldb, beta, dC.buf.data(), ldc);
-        INFO("op_a " << (ta == transpose::yes) << " op_b " << (tb == transpose::yes) << " beta " << beta);
-        require_close(dC.host(m * ldc), expect, 1e-5, 1e-5);
-      }
+          device_copy<TestType> dA(b, A), dB(b, Bm), dC(b, C);
+          b.gemm(ta, tb, m, n, k, 1.5f, dA.buf.data(), lda, dB.buf.data(), ldb, beta, dC.buf.data(), ldc);
+          INFO("m " << m << " n " << n << " k " << k << " op_a " << (ta == transpose::yes) << " op_b "
+                    << (tb == transpose::yes) << " beta " << beta);
+          require_close(dC.host(m * ldc), expect, 1e-5, 1e-5);
+        }
 }
+
+#if defined(ADALORA_TEST_THRUST)
+#include <cstring>
+
+#include "adalora/backends/thrust/thrust_backend.hpp"
+#include "adalora/backends/thrust/thrust_gemm.hpp"
+
+// The Thrust backend's host GEMM (a row × a block of columns per item) against its plain element loop, which the
+// CUDA system's generic path runs as it is: the same sums in the same order, so the same bits. Each dot product is
+// built so that its order shows: terms of up to 2^40 that cancel exactly in pairs (p and p + h), then small terms
+// of about 1, which a different order absorbs into a large partial sum.
+TEST_CASE("Thrust GEMM: the host block form gives the bits of the element loop", "[backend][thrust]") {
+  std::mt19937 rng(41);
+  std::uniform_int_distribution<int> exponent(10, 20);
+  struct shape {
+    std::size_t m, n, k;
+  };
+  for (const shape sh : {shape{1, 1, 1}, shape{7, 129, 300}, shape{4, 258, 513}, shape{33, 5, 64}, shape{2, 3, 0}})
+    for (transpose ta : {transpose::no, transpose::yes})
+      for (transpose tb : {transpose::no, transpose::yes})
+        for (float beta : {0.0f, -0.75f}) {
+          const std::size_t m = sh.m, n = sh.n, k = sh.k, h = k / 3;
+          const std::size_t lda = (ta == transpose::no ? k : m) + 2, ldb = (tb == transpose::no ? n : k) + 1;
+          const std::size_t ldc = n + 5;
+          auto A = normal_values((ta == transpose::no ? m : k) * lda + 1, rng);
+          auto Bm = normal_values((tb == transpose::no ? k : n) * ldb + 1, rng);
+          const auto a_at = [&](std::size_t i, std::size_t p) -> float& {
+            return A[ta == transpose::no ? i * lda + p : p * lda + i];
+          };
+          const auto b_at = [&](std::size_t p, std::size_t j) -> float& {
+            return Bm[tb == transpose::no ? p * ldb + j : j * ldb + p];
+          };
+          for (std::size_t p = 0; p < h; ++p) {
+            for (std::size_t i = 0; i < m; ++i) {
+              a_at(i, p) = std::ldexp(a_at(i, p), exponent(rng));
+              a_at(i, p + h) = a_at(i, p);
+            }
+            for (std::size_t j = 0; j < n; ++j) {
+              b_at(p, j) = std::ldexp(b_at(p, j), exponent(rng));
+              b_at(p + h, j) = -b_at(p, j);
+            }
+          }
+          auto C = normal_values(m * ldc, rng);
+          if (beta == 0.0f) C[0] = std::nanf("");  // must not be read
+          std::vector<float> by_element = C, by_block = C, by_omp = C;
+          const float alpha = -1.25f;
+          const detail::gemm_operands g{A.data(), lda, ta == transpose::yes, Bm.data(), ldb, tb == transpose::yes, m,
+                                        n,        k};
+          const detail::thrust_gemm_fn element{g, {by_element.data(), ldc, alpha, beta}};
+          for (std::size_t idx = 0; idx < m * n; ++idx) element(idx);
+          const detail::thrust_gemm_block_fn block{g, {by_block.data(), ldc, alpha, beta}};
+          // the items in reverse: each writes its own elements, so their order must not matter
+          for (std::size_t idx = detail::thrust_gemm_block_fn::items(m, n); idx-- > 0;) block(idx);
+          thrust_omp_backend{}.gemm(ta, tb, m, n, k, alpha, A.data(), lda, Bm.data(), ldb, beta, by_omp.data(), ldc);
+          INFO("m " << m << " n " << n << " k " << k << " op_a " << (ta == transpose::yes) << " op_b "
+                    << (tb == transpose::yes) << " beta " << beta);
+          REQUIRE(std::memcmp(by_block.data(), by_element.data(), C.size() * sizeof(float)) == 0);
+          REQUIRE(std::memcmp(by_omp.data(), by_element.data(), C.size() * sizeof(float)) == 0);
+        }
+}
+#endif

@@ -23,6 +23,7 @@
 #include <thrust/transform_reduce.h>
 
 #include "adalora/backends/backend.hpp"
+#include "adalora/backends/thrust/thrust_gemm.hpp"
 #include "adalora/core/error.hpp"
 #include "adalora/core/host_device.hpp"
 #include "adalora/core/memory_space.hpp"
@@ -76,7 +77,7 @@ concept ThrustSystem = std::same_as<typename S::thrust_system_concept, thrust_sy
 
 namespace detail {
 
-/// Whether a system brings its own GEMM (e.g. cuBLAS) instead of the generic element-per-thread loop.
+/// Whether a system brings its own GEMM (e.g. cuBLAS) instead of the generic work items (thrust_gemm.hpp).
 template <class S>
 concept thrust_system_with_gemm = requires(const S& s, const float* a, float* c, std::size_t n, float x) {
   s.gemm(transpose::no, transpose::no, n, n, n, x, a, n, a, n, x, c, n);
@@ -91,7 +92,9 @@ concept thrust_system_with_kth_smallest = requires(const S& s, const float* v, s
 /// Whether a system launches tiled passes in block form (the CUDA system: detail::TileLanePass,
 /// allocation/tile_lanes.hpp).
 template <class S, class F>
-concept thrust_system_with_tile_lanes = requires(const S& s, const F& f, std::size_t n) { s.for_each_tile_lanes(n, f); };
+concept thrust_system_with_tile_lanes = requires(const S& s, const F& f, std::size_t n) {
+  s.for_each_tile_lanes(n, f);
+};
 
 /// Whether a (host) system reduces with thrust::for_each over fixed tiles instead of Thrust's reductions.
 template <class S>
@@ -224,39 +227,6 @@ struct thrust_fill_fn {
   ADALORA_HOST_DEVICE void operator()(std::size_t i) const noexcept { out[i] = value; }
 };
 
-/// One element of a row-major GEMM per call: C[i, j] = alpha · Σ_p op(A)[i, p] op(B)[p, j] (+ beta · C[i, j]).
-/// The dot product is accumulated in double and rounded once; with beta = 0, C is not read.
-struct thrust_gemm_fn {
-  const float* a;
-  std::size_t lda;
-  bool a_transposed;
-  const float* b;
-  std::size_t ldb;
-  bool b_transposed;
-  float* c;
-  std::size_t ldc;
-  std::size_t n;
-  std::size_t k;
-  float alpha;
-  float beta;
-
-  ADALORA_HOST_DEVICE void operator()(std::size_t idx) const noexcept {
-    const std::size_t i = idx / n, j = idx % n;
-    float result = 0.0f;
-    if (k != 0) {
-      double acc = 0.0;
-      for (std::size_t p = 0; p < k; ++p) {
-        const float x = a_transposed ? a[p * lda + i] : a[i * lda + p];
-        const float y = b_transposed ? b[j * ldb + p] : b[p * ldb + j];
-        acc += static_cast<double>(x) * static_cast<double>(y);
-      }
-      result = alpha * static_cast<float>(acc);
-    }
-    float& out = c[i * ldc + j];
-    out = beta == 0.0f ? result : beta * out + result;
-  }
-};
-
 }  // namespace detail
 
 /// The Backend primitives written once with Thrust algorithms, for any Thrust system descriptor: Thrust's CPP and
@@ -303,7 +273,7 @@ public:
   /// A tiled pass in block form, on a system that launches it (the CUDA system): lane work items, coalesced reads.
   /// The allocator uses it where it exists and for_each over tiles otherwise.
   template <class F>
-    requires detail::thrust_system_with_tile_lanes<System, F>
+  requires detail::thrust_system_with_tile_lanes<System, F>
   void for_each_tile_lanes(std::size_t tiles, const F& f) const {
     if (tiles == 0) return;
     system_.guarded([&] { system_.for_each_tile_lanes(tiles, f); });
@@ -368,8 +338,13 @@ public:
       if (k != 0)
         return system_.guarded([&] { system_.gemm(op_a, op_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); });
     }
-    for_each(m * n, detail::thrust_gemm_fn{a, lda, op_a == transpose::yes, b, ldb, op_b == transpose::yes, c, ldc, n, k,
-                                           alpha, beta});
+    const detail::gemm_operands g{a, lda, op_a == transpose::yes, b, ldb, op_b == transpose::yes, m, n, k};
+    const detail::thrust_gemm_output out{c, ldc, alpha, beta};
+    // host memory: a row × a block of columns per item, reading memory in its order; a device: an element per thread
+    if constexpr (std::same_as<memory_space, host_space>)
+      for_each(detail::thrust_gemm_block_fn::items(m, n), detail::thrust_gemm_block_fn{g, out});
+    else
+      for_each(m * n, detail::thrust_gemm_fn{g, out});
   }
 
   float kth_smallest(const float* v, std::size_t n, std::size_t k) const {

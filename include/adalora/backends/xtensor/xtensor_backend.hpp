@@ -11,10 +11,10 @@
 #include <xtensor/xmath.hpp>
 #include <xtensor/xnoalias.hpp>
 #include <xtensor/xsort.hpp>
-#include <xtensor/xstrided_view.hpp>
 #include <xtensor/xtensor.hpp>
 
 #include "adalora/backends/backend.hpp"
+#include "adalora/backends/gemm_dots.hpp"
 #include "adalora/backends/host_loop_primitives.hpp"
 #include "adalora/core/error.hpp"
 
@@ -34,19 +34,10 @@ inline auto xt_matrix(const float* p, std::size_t rows, std::size_t cols) {
   return xt::adapt(std::move(p), rows * cols, xt::no_ownership(), std::array<std::size_t, 2>{rows, cols});
 }
 
-/// `len` elements p[0], p[stride], p[2 · stride], …: a row or column of a GEMM operand with its leading dimension.
-/// A strided view of a 1-D adaptor over exactly the memory it spans (xt::adapt with strides wants a buffer of as
-/// many elements as the shape holds, which a strided line is not).
-inline auto xt_line(const float* p, std::size_t len, std::size_t stride) {
-  const std::size_t span = (len - 1) * stride + 1;  // len > 0
-  return xt::strided_view(xt_vector(p, span), std::array<std::size_t, 1>{len},
-                          std::array<std::ptrdiff_t, 1>{static_cast<std::ptrdiff_t>(len == 1 ? 0 : stride)});
-}
-
 }  // namespace detail
 
 /// Host backend built on xtensor. Stateless; reductions accumulate in double and round once to float, so that its
-/// results equal the Eigen backend's; GEMM accumulates each row of C in double and rounds it once.
+/// results equal the Eigen backend's; GEMM accumulates each element of C in double and rounds it once.
 struct xtensor_backend : detail::host_loop_primitives {
   using backend_concept = backend_tag;
   using memory_space = host_space;
@@ -74,53 +65,23 @@ struct xtensor_backend : detail::host_loop_primitives {
       }
       return;
     }
-    // Row i of C is row i of op(A) times op(B), accumulated in double and rounded once. Row i of op(A) is converted
-    // to double once; the inner loops then run over contiguous memory in either layout of B (a row of B when it is
-    // used as stored, a row of the stored n × k matrix when transposed), and both sum over p in the same order, so
-    // a transposition does not change the bits of the result.
-    xt::xtensor<double, 1> a_row = xt::xtensor<double, 1>::from_shape({k});
-    xt::xtensor<double, 1> acc = xt::xtensor<double, 1>::from_shape({n});
-    double* const ar = a_row.data();
-    double* const ac = acc.data();
+    // C in blocks of a row × gemm_dot_block columns, block-major (the block of op(B) stays in cache across the
+    // rows): the dot products accumulated in double (gemm_block_dots, the loops the Thrust backend shares: they run
+    // through B in its layout and sum over p in one order either way), then scaled and rounded once.
+    const detail::gemm_operands g{a, lda, op_a == transpose::yes, b, ldb, op_b == transpose::yes, m, n, k};
+    std::array<double, detail::gemm_dot_block> dot{};
     const double alpha_d = alpha, beta_d = beta;
-    for (std::size_t i = 0; i < m; ++i) {
-      // A is stored m × k (row i is contiguous), or k × m when transposed (row i of op(A) is column i, stride lda)
-      xt::noalias(a_row) = xt::cast<double>(op_a == transpose::no ? detail::xt_line(a + i * lda, k, 1)
-                                                                  : detail::xt_line(a + i, k, lda));
-      if (op_b == transpose::no) {  // B is stored k × n: acc = Σ_p a_row[p] · row p of B
-        std::fill(ac, ac + n, 0.0);
-        for (std::size_t p = 0; p < k; ++p) {
-          const double ap = ar[p];
-          const float* const b_row = b + p * ldb;
-          for (std::size_t j = 0; j < n; ++j) ac[j] += ap * static_cast<double>(b_row[j]);
-        }
-      } else {  // B is stored n × k: acc[j] = a_row · row j of B, four j at a time (four independent sums)
-        std::size_t j = 0;
-        for (; j + 4 <= n; j += 4) {
-          const float* const b0 = b + j * ldb;
-          const float *const b1 = b0 + ldb, *const b2 = b1 + ldb, *const b3 = b2 + ldb;
-          double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
-          for (std::size_t p = 0; p < k; ++p) {
-            const double ap = ar[p];
-            s0 += ap * static_cast<double>(b0[p]);
-            s1 += ap * static_cast<double>(b1[p]);
-            s2 += ap * static_cast<double>(b2[p]);
-            s3 += ap * static_cast<double>(b3[p]);
-          }
-          ac[j] = s0, ac[j + 1] = s1, ac[j + 2] = s2, ac[j + 3] = s3;
-        }
-        for (; j < n; ++j) {
-          const float* const b_row = b + j * ldb;
-          double s = 0.0;
-          for (std::size_t p = 0; p < k; ++p) s += ar[p] * static_cast<double>(b_row[p]);
-          ac[j] = s;
-        }
+    for (std::size_t j0 = 0; j0 < n; j0 += detail::gemm_dot_block) {
+      const std::size_t width = std::min(detail::gemm_dot_block, n - j0);
+      const auto dots = detail::xt_vector(dot.data(), width);
+      for (std::size_t i = 0; i < m; ++i) {
+        detail::gemm_block_dots(g, i, j0, width, dot.data());
+        auto part = detail::xt_vector(c + i * ldc + j0, width);
+        if (beta == 0.0f)  // C is not read: NaNs in it do not propagate
+          xt::noalias(part) = xt::cast<float>(alpha_d * dots);
+        else
+          xt::noalias(part) = xt::cast<float>(alpha_d * dots + beta_d * xt::cast<double>(part));
       }
-      auto row = c_row(i);
-      if (beta == 0.0f)  // C is not read: NaNs in it do not propagate
-        xt::noalias(row) = xt::cast<float>(alpha_d * acc);
-      else
-        xt::noalias(row) = xt::cast<float>(alpha_d * acc + beta_d * xt::cast<double>(row));
     }
   }
 
