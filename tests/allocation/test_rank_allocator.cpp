@@ -318,9 +318,9 @@ static_assert(BudgetSchedule<halfway_schedule>);
 
 /// Does not join on purpose (no tag), though it has the right members.
 struct untagged_metric {
-  static constexpr std::size_t state_count = 1;
-  static constexpr bool needs_gradient = true;
-  static constexpr const char* name = "untagged";
+  [[maybe_unused]] static constexpr std::size_t state_count = 1;
+  [[maybe_unused]] static constexpr bool needs_gradient = true;
+  [[maybe_unused]] static constexpr const char* name = "untagged";
   void update(float, float, float (&)[1]) const noexcept {}
   float score(const float (&)[1]) const noexcept { return 0; }
 };

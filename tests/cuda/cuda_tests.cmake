@@ -16,6 +16,8 @@ set(_adalora_cuda_tests_dir "${CMAKE_CURRENT_LIST_DIR}")
 # Catch2's main() once more, without the project's sanitizer flags (nvcc objects are not instrumented).
 add_library(adalora_cuda_catch_main OBJECT "${_adalora_cuda_tests_dir}/../catch_main.cpp")
 target_link_libraries(adalora_cuda_catch_main PRIVATE Catch2::Catch2)
+# the tests' C++ standard: Catch2 converts std::string_view (C++17) only when its main() sees one
+target_compile_features(adalora_cuda_catch_main PRIVATE cxx_std_20)
 target_compile_options(adalora_cuda_catch_main PRIVATE $<$<CXX_COMPILER_ID:GNU,Clang>:-O0>)
 
 function(adalora_add_cuda_test name)
