@@ -4,12 +4,17 @@
 // matter: each adapter's gradients are scaled by a per-adapter, per-direction strength, so the allocator should
 // keep many ranks where the strength is high and prune the rest. The trainer owns every tensor; the allocator
 // only sees views of them, and runs after each (pretend) optimizer step.
+//
+//   allocator_demo [CHECKPOINT]   with a path, also saves the allocator's final state there (io/allocator_checkpoint.hpp;
+//                                 `adalora-inspect CHECKPOINT` prints it, rank_allocator::restore_state resumes from it)
 #include <cstdio>
+#include <exception>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "adalora/adalora.hpp"
+#include "adalora/io/allocator_checkpoint.hpp"
 
 namespace {
 
@@ -22,7 +27,7 @@ struct adapter_tensors {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) try {
   adalora::adalora_config cfg;
   cfg.init_r = 8;
   cfg.target_r = 3;
@@ -101,5 +106,12 @@ int main() {
     for (bool keep : allocator.rank_pattern(a.name)) std::printf("%d", keep ? 1 : 0);
     std::printf("\n");
   }
+  if (argc > 1) {
+    adalora::io::save_checkpoint(allocator, argv[1]);
+    std::printf("\nallocator state saved to %s\n", argv[1]);
+  }
   return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "allocator_demo: %s\n", e.what());
+  return 1;
 }
