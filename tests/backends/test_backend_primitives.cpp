@@ -165,6 +165,22 @@ TEMPLATE_LIST_TEST_CASE("gemm in all four transposition cases, with strides and 
         }
 }
 
+TEMPLATE_LIST_TEST_CASE("gemm with k = 0 reads no operand (they may be null): C = 0, or beta · C", "[backend]",
+                        backends_under_test) {
+  TestType b{};
+  const std::size_t m = 3, n = 5;
+  for (transpose ta : {transpose::no, transpose::yes})
+    for (transpose tb : {transpose::no, transpose::yes})
+      for (float beta : {0.0f, 0.5f}) {
+        auto C = normal_values(m * n, 4);
+        if (beta == 0.0f) C[2] = std::nanf("");  // must not be read
+        device_copy<TestType> dC(b, C);
+        b.gemm(ta, tb, m, n, 0, 2.0f, nullptr, 7, nullptr, 9, beta, dC.buf.data(), n);
+        const auto got = dC.host(m * n);
+        for (std::size_t i = 0; i < m * n; ++i) REQUIRE(got[i] == (beta == 0.0f ? 0.0f : beta * C[i]));
+      }
+}
+
 #if defined(ADALORA_TEST_THRUST)
 #include <cstring>
 

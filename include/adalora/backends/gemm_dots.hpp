@@ -45,7 +45,7 @@ inline constexpr std::size_t gemm_dot_block = 128;
 ///  - op(B) = Bᵀ (B stored n × k): a dot product per column along row j of B, four columns at a time.
 inline void gemm_block_dots(const gemm_operands& g, std::size_t i, std::size_t j0, std::size_t width,
                             double* dot) noexcept {
-  if (!g.b_transposed) {
+  if (!g.b_transposed || g.k == 0) {  // (k = 0: no pointer arithmetic on operands that may be null)
     for (std::size_t jj = 0; jj < width; ++jj) dot[jj] = 0.0;
     for (std::size_t p = 0; p < g.k; ++p) {
       const double ap = g.a_at(i, p);
