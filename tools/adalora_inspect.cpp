@@ -16,7 +16,6 @@
 #include <cstdio>
 #include <exception>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -121,11 +120,12 @@ void inspect_peft_lora(const fs::path& dir, const nlohmann::json& config) {
   std::map<std::string, halves> modules;
   const std::string prefix(io::peft_key_prefix);
   for (const auto& t : weights.tensors()) {
-    const bool is_a = t.name.ends_with(".lora_A.weight"), is_b = t.name.ends_with(".lora_B.weight");
+    constexpr std::string_view a_suffix = ".lora_A.weight", b_suffix = ".lora_B.weight";  // the same length
+    const bool is_a = t.name.ends_with(a_suffix), is_b = t.name.ends_with(b_suffix);
     if (!t.name.starts_with(prefix) || !(is_a || is_b) || t.shape.size() != 2)
       throw format_error(weights.source() + ": tensor '" + t.name + "' " + shape_text(t.shape) +
                          " is not a LoRA weight (" + prefix + "<module>.lora_A.weight or .lora_B.weight, 2-D)");
-    const std::string module = t.name.substr(prefix.size(), t.name.size() - prefix.size() - 14);
+    const std::string module = t.name.substr(prefix.size(), t.name.size() - prefix.size() - a_suffix.size());
     (is_a ? modules[module].a : modules[module].b) = &t;
   }
   std::size_t parameters = 0, rank = 0;
@@ -152,6 +152,7 @@ void inspect_peft_lora(const fs::path& dir, const nlohmann::json& config) {
 }
 
 void inspect_folder(const fs::path& dir) {
+  // the library's reader of a PEFT folder's text files (its checks and messages for missing or oversized files)
   const std::string text = io::detail::peft_read_text(dir, io::peft_config_file);
   nlohmann::json config;
   try {

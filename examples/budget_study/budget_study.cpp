@@ -67,7 +67,7 @@ struct study_config {
   bool runs(method m) const { return std::find(methods.begin(), methods.end(), m) != methods.end(); }
 
   /// The AdaLoRA configuration of every AdaLoRA run: lora_alpha = init_r, so that the scaling α/init_r is 1.
-  adalora::adalora_config adalora() const {
+  adalora::adalora_config make_adalora_config() const {
     adalora::adalora_config cfg;
     cfg.init_r = init_r;
     cfg.target_r = target_r;
@@ -382,7 +382,7 @@ run_result run_adalora(const study_config& c, const task& t, int seed, method ho
   run_result r;
   r.how = how;
   r.seed = seed;
-  const adalora::adalora_config cfg = c.adalora();
+  const adalora::adalora_config cfg = c.make_adalora_config();
   std::vector<adalora::svd_adapter<backend>> adapters;
   for (std::size_t m = 0; m < c.shape.matrices(); ++m)
     adapters.push_back(adalora::svd_adapter<backend>::from_config(c.shape.in_of(m), c.shape.out_of(m), cfg,
@@ -681,7 +681,7 @@ void write_pictures(const study_config& c, const std::vector<run_result>& runs,
 int main(int argc, char** argv) try {
   using namespace budget_study;
   const study_config c = parse(argc, argv);
-  c.adalora().validate();  // fail early on an invalid AdaLoRA configuration, not inside a worker thread
+  c.make_adalora_config().validate();  // fail early on an invalid AdaLoRA configuration, not inside a worker thread
   const auto start = std::chrono::steady_clock::now();
   std::filesystem::create_directories(c.out);
 

@@ -36,7 +36,7 @@ ADALORA_HOST_DEVICE inline double gemm_dot(const gemm_operands& g, std::size_t i
   return dot;
 }
 
-/// Columns per call of gemm_block_dots that its callers use (a block of op(B) that stays in cache across rows).
+/// The column-block width callers give gemm_block_dots: a block of op(B) small enough to stay in cache across rows.
 inline constexpr std::size_t gemm_dot_block = 128;
 
 /// dot[jj] = gemm_dot(g, i, j0 + jj) for jj < width, to the bit, with loops that run through memory the way it is
