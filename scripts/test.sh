@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Builds adalora and runs the whole test suite: a Release build in build/ (warnings are errors); then, when nvcc is
+# Builds adalora and runs the whole test suite: checks that no tracked file reaches outside the clone, installs what is
+# missing (Debian packages; the cached Python environment of scripts/python-env.sh, for the tests against the real
+# PEFT), then a Release build in build/ (warnings are errors); then, when nvcc is
 # there, every program nvcc compiles in build-cuda/ (-arch=sm_90, built but not run: that needs a GPU, see
 # scripts/gpu-check; skip it with ADALORA_SKIP_CUDA=1); then an AddressSanitizer + UBSan build in build-asan/ (skip
 # it with ADALORA_SKIP_SANITIZE=1). Exits non-zero on any failure.
@@ -26,11 +28,21 @@ on_exit() {
 }
 trap on_exit EXIT
 
+section "the repository is self-contained"
+bash scripts/check-self-contained.sh
+
 section "dependencies"
 bash scripts/install-deps.sh
 
+# The Python environment with torch and PEFT (made once, then cached: scripts/python-env.sh): the tests against the
+# real PEFT (the adapter round trip, the shipped traces' --check) run with it.
+section "Python environment (torch, PEFT)"
+python="$(bash scripts/python-env.sh)"
+echo "python: ${python}"
+
 section "configure ${build_dir}/ (Release, warnings as errors)"
-cmake -S . -B "${build_dir}" -DCMAKE_BUILD_TYPE=Release -DADALORA_WARNINGS_AS_ERRORS=ON -DADALORA_SANITIZE=OFF
+cmake -S . -B "${build_dir}" -DCMAKE_BUILD_TYPE=Release -DADALORA_WARNINGS_AS_ERRORS=ON -DADALORA_SANITIZE=OFF \
+  -DADALORA_PYTHON="${python}"
 
 section "build ${build_dir}/ (-j${jobs})"
 cmake --build "${build_dir}" -j "${jobs}"
@@ -83,10 +95,10 @@ else
   section "build ${asan_dir}/ (-j${jobs})"
   cmake --build "${asan_dir}" -j "${jobs}"
 
-  section "test ${asan_dir}/ (without the packaging label)"
+  section "test ${asan_dir}/ (without the packaging and python labels)"
   export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
   export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
-  ctest --test-dir "${asan_dir}" --output-on-failure -j "${jobs}" -LE packaging
+  ctest --test-dir "${asan_dir}" --output-on-failure -j "${jobs}" -LE 'packaging|python'
 fi
 
 section "all tests passed in $((SECONDS - start))s"

@@ -14,6 +14,7 @@
 
 #include "adalora/core/bfloat16.hpp"
 #include "adalora/io/safetensors.hpp"
+#include "support/trace_files.hpp"
 
 using adalora::format_error;
 using adalora::shape_error;
@@ -451,10 +452,11 @@ TEST_CASE("the PEFT allocation trace reads and every range is in bounds", "[io][
 }
 
 TEST_CASE("every trace re-encodes to the same tensors", "[io][safetensors][traces]") {
-  const std::filesystem::path dir = ADALORA_TRACES_DIR;
-  for (const char* name : {"alloc-basic.safetensors", "alloc-edge.safetensors", "layer-basic.safetensors"}) {
-    INFO("trace " << name);
-    const safetensors_file f = safetensors_file::open(dir / name);
+  const auto files = adalora::testing::trace_files("");
+  REQUIRE(files.size() >= 9);
+  for (const auto& path : files) {
+    INFO("trace " << path.filename().string());
+    const safetensors_file f = safetensors_file::open(path);
     REQUIRE(f.metadata().at("format").rfind("adalora-trace/", 0) == 0);
     safetensors_writer w;
     for (const auto& [k, v] : f.metadata()) w.add_metadata(k, v);

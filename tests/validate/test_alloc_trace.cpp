@@ -6,6 +6,7 @@
 #include "adalora/validate/alloc_trace.hpp"
 #include "support/backends_under_test.hpp"
 #include "validate/trace_bytes.hpp"
+#include "support/trace_files.hpp"
 
 using namespace adalora;
 using adalora::testing::backends_under_test;
@@ -14,14 +15,17 @@ namespace {
 std::filesystem::path trace(const char* name) { return std::filesystem::path(ADALORA_TRACES_DIR) / name; }
 }  // namespace
 
-TEMPLATE_LIST_TEST_CASE("the PEFT allocation traces replay exactly", "[trace]", backends_under_test) {
-  for (const char* name : {"alloc-basic.safetensors", "alloc-edge.safetensors"}) {
-    INFO(name);
-    const auto file = io::safetensors_file::open(trace(name));
+TEMPLATE_LIST_TEST_CASE("every PEFT allocation trace replays exactly", "[trace]", backends_under_test) {
+  const auto files = adalora::testing::trace_files("alloc-");
+  REQUIRE(files.size() >= 7);  // the scenarios of tools/record_peft_traces.py
+  for (const auto& path : files) {
+    INFO(path.filename().string());
+    const auto file = io::safetensors_file::open(path);
+    const auto steps = nlohmann::json::parse(file.metadata().at("steps"));
     const auto r = validate::replay_alloc_trace(file, TestType{});
     INFO(r.detail);
     REQUIRE(r.passed());
-    REQUIRE(r.checked > 30);
+    REQUIRE(r.checked == steps.size());
   }
 }
 

@@ -190,28 +190,20 @@ trace_result replay_alloc_trace(const io::safetensors_file& file, B backend = B{
       return trace_result::fail(at + ": threshold expected " + format_float(thr.get<double>()) + ", got " +
                                 format_float(*rep.threshold));
 
-    // Scores are compared as the step's sorted multiset: the recorder labels PEFT's concatenated scores with the
-    // sorted adapter names, while PEFT concatenates in module registration order, so a trace's per-adapter score
-    // labels may be permuted. Which adapter each value belongs to is checked exactly through Λ below.
-    expected.clear();
-    got.clear();
+    // Each adapter's triplet scores, where the trace has them.
     for (const auto& h : hosts) {
       const std::string key = std::to_string(t) + "/" + h.name + "/score";
       if (!file.contains(key)) continue;
-      const auto e = file.read_f32(key);
-      const auto g = alloc.triplet_scores(h.name);
-      expected.insert(expected.end(), e.begin(), e.end());
-      got.insert(got.end(), g.begin(), g.end());
+      expected = file.read_f32(key);
+      got = alloc.triplet_scores(h.name);
+      if (got.size() != expected.size())
+        return trace_result::fail(at + ", adapter " + h.name + ": " + std::to_string(expected.size()) +
+                                  " scores expected, got " + std::to_string(got.size()));
+      for (std::size_t i = 0; i < got.size(); ++i)
+        if (!close(expected[i], got[i]))
+          return trace_result::fail(at + ", adapter " + h.name + ", score[" + std::to_string(i) + "]: expected " +
+                                    format_float(expected[i]) + ", got " + format_float(got[i]));
     }
-    if (got.size() != expected.size())
-      return trace_result::fail(at + ": " + std::to_string(expected.size()) + " scores expected, got " +
-                                std::to_string(got.size()));
-    std::sort(expected.begin(), expected.end());
-    std::sort(got.begin(), got.end());
-    for (std::size_t i = 0; i < got.size(); ++i)
-      if (!close(expected[i], got[i]))
-        return trace_result::fail(at + ": the " + std::to_string(i + 1) + "-th smallest score: expected " +
-                                  format_float(expected[i]) + ", got " + format_float(got[i]));
 
     for (std::size_t k = 0; k < hosts.size(); ++k) {
       const auto& h = hosts[k];
