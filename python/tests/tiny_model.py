@@ -29,7 +29,8 @@ def adalora_config(total_step: int = 120, **kw) -> AdaLoraConfig:
 def peft_model(seed: int = 0, dtype=torch.float32, **cfg):
     base = tiny_llama(seed, dtype)
     torch.manual_seed(seed + 1)
-    return get_peft_model(base, adalora_config(**cfg))
+    # PEFT makes float32 adapters on a bf16 model unless told not to (autocast_adapter_dtype)
+    return get_peft_model(base, adalora_config(**cfg), autocast_adapter_dtype=dtype == torch.float32)
 
 
 @dataclasses.dataclass
@@ -45,7 +46,7 @@ def batches(steps: int, seed: int = 1234, vocab: int = 96, batch: int = 4, seq: 
 
 
 def train(model, steps: int, *, seed: int = 7, lr: float = 2e-2, record: bool = True, set_to_none: bool = True,
-          before_update=None, data=None):
+          before_update=None, after_update=None, data=None):
     """The PEFT AdaLoRA loop of PEFT's docs: backward, optimizer step, update_and_allocate(t), zero_grad."""
     torch.manual_seed(seed)
     data = data if data is not None else batches(steps)
@@ -61,6 +62,8 @@ def train(model, steps: int, *, seed: int = 7, lr: float = 2e-2, record: bool = 
         if before_update is not None:
             before_update(t)
         tuner.update_and_allocate(t)
+        if after_update is not None:
+            after_update(t)
         if record:
             lam = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_E" in n}
             rp = tuner.peft_config["default"].rank_pattern

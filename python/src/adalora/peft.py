@@ -229,11 +229,14 @@ class RankAllocator:
 
 def adalora_model(model):
     """PEFT's ``AdaLoraModel`` inside ``model`` (a ``PeftModel`` or the ``AdaLoraModel`` itself)."""
+    from peft.tuners.adalora import AdaLoraModel
+
     tuner = model
-    for _ in range(3):
-        if hasattr(tuner, "rankallocator") or hasattr(tuner, "trainable_adapter_name"):
+    for _ in range(4):
+        if isinstance(tuner, AdaLoraModel):
             return tuner
-        tuner = getattr(tuner, "base_model", None)
+        # PeftModel forwards unknown attributes to its base model; follow the registered submodule only
+        tuner = getattr(tuner, "_modules", {}).get("base_model")
         if tuner is None:
             break
     raise TypeError(f"adalora.peft: {type(model).__name__} is not a PEFT AdaLoRA model (get_peft_model(model, "
