@@ -3,16 +3,21 @@
 # missing (Debian packages; the cached Python environment of scripts/python-env.sh, for the tests against the real
 # PEFT), then a Release build in build/ (warnings are errors); then, when nvcc is
 # there, every program nvcc compiles in build-cuda/ (-arch=sm_90, built but not run: that needs a GPU, see
-# scripts/gpu-check; skip it with ADALORA_SKIP_CUDA=1); then an AddressSanitizer + UBSan build in build-asan/ (skip
-# it with ADALORA_SKIP_SANITIZE=1). Exits non-zero on any failure.
-# ADALORA_BUILD_DIR / ADALORA_CUDA_BUILD_DIR / ADALORA_ASAN_BUILD_DIR choose other build folders (relative to the
-# repository root); CUDACXX names the nvcc to use (default: nvcc on PATH, else /usr/local/cuda/bin/nvcc).
+# scripts/gpu-check; skip it with ADALORA_SKIP_CUDA=1); then the Python package (python/): built with pip into
+# build-python/site (this checkout's overlay on the cached test environment of scripts/python-env.sh) and tested with
+# pytest, and with nvcc its CUDA variant compiled in build-python-cuda/ (skip the stage with ADALORA_SKIP_PYTHON=1);
+# then an AddressSanitizer + UBSan build in build-asan/ (skip it with ADALORA_SKIP_SANITIZE=1). Exits non-zero on
+# any failure.
+# ADALORA_BUILD_DIR / ADALORA_CUDA_BUILD_DIR / ADALORA_PYTHON_BUILD_DIR / ADALORA_PYTHON_CUDA_BUILD_DIR /
+# ADALORA_ASAN_BUILD_DIR choose other build folders (relative to the repository root); CUDACXX names the nvcc to use (default: nvcc on PATH, else /usr/local/cuda/bin/nvcc).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 build_dir="${ADALORA_BUILD_DIR:-build}"
 cuda_dir="${ADALORA_CUDA_BUILD_DIR:-build-cuda}"
 asan_dir="${ADALORA_ASAN_BUILD_DIR:-build-asan}"
+python_dir="${ADALORA_PYTHON_BUILD_DIR:-build-python}"
+python_cuda_dir="${ADALORA_PYTHON_CUDA_BUILD_DIR:-build-python-cuda}"
 
 jobs=$(nproc 2>/dev/null || echo 2)
 start=$SECONDS
@@ -77,6 +82,48 @@ else
 
   section "CUDA tests in ${cuda_dir}/: listed, not run (they need a GPU: bash scripts/gpu-check)"
   ctest --test-dir "${cuda_dir}" -L cuda -N
+fi
+
+# The Python package: pip builds python/ (scikit-build-core + nanobind, one translation unit) into this checkout's
+# overlay build-python/site, without touching the shared cached environment (scripts/python-env.sh: torch, PEFT,
+# transformers, made once per machine and content of python/requirements-dev.txt); pytest runs python/tests with
+# skips turned into failures. With nvcc, the package's CUDA variant is compiled and imported too (it needs a GPU to
+# run a step).
+if [[ "${ADALORA_SKIP_PYTHON:-0}" == "1" ]]; then
+  section "Python stage skipped (ADALORA_SKIP_PYTHON=1)"
+else
+  section "Python: test environment (scripts/python-env.sh; the first run on a machine downloads torch)"
+  py_start=$SECONDS
+  py="$(bash scripts/python-env.sh)"
+  py_env_s=$((SECONDS - py_start))
+  "${py}" -c 'import sys, torch, peft, transformers; print(f"python {sys.version.split()[0]}, torch {torch.__version__}, peft {peft.__version__}, transformers {transformers.__version__}")'
+
+  section "Python: build the package (pip install ./python into ${python_dir}/site)"
+  py_build_start=$SECONDS
+  mkdir -p "${python_dir}"
+  CMAKE_BUILD_PARALLEL_LEVEL="${jobs}" "${py}" -m pip install --quiet --disable-pip-version-check --no-build-isolation \
+    --no-deps --no-index --upgrade --target "${python_dir}/site" -C build-dir="${PWD}/${python_dir}/build" ./python
+  py_build_s=$((SECONDS - py_build_start))
+
+  section "Python: pytest python/tests"
+  py_test_start=$SECONDS
+  PYTHONPATH="${PWD}/${python_dir}/site" ADALORA_NO_SKIP=1 "${py}" -m pytest python/tests -q -p no:cacheprovider \
+    -W ignore::FutureWarning -W ignore::DeprecationWarning
+  py_test_s=$((SECONDS - py_test_start))
+
+  py_cuda_s=0
+  if [[ "${ADALORA_SKIP_CUDA:-0}" != "1" && -n "${nvcc}" ]]; then
+    section "Python: the package's CUDA variant in ${python_cuda_dir}/ (nvcc, sm_90; compiled and imported, not run)"
+    py_cuda_start=$SECONDS
+    cmake -S python -B "${python_cuda_dir}" -DCMAKE_BUILD_TYPE=Release -DADALORA_PYTHON_CUDA=ON \
+      -DCMAKE_CUDA_COMPILER="${nvcc}" -DCMAKE_CUDA_ARCHITECTURES=90 -DPython_EXECUTABLE="${py}"
+    cmake --build "${python_cuda_dir}" -j "${jobs}"
+    rm -rf "${python_cuda_dir}/site" && mkdir -p "${python_cuda_dir}/site/adalora"
+    cp python/src/adalora/*.py "${python_cuda_dir}"/_core*.so "${python_cuda_dir}/site/adalora/"
+    PYTHONPATH="${PWD}/${python_cuda_dir}/site" "${py}" -c 'import adalora; assert adalora.has_cuda and "cuda" in adalora.backends, adalora.backends; print("CUDA variant: backends", adalora.backends)'
+    py_cuda_s=$((SECONDS - py_cuda_start))
+  fi
+  echo "Python stage: $((SECONDS - py_start))s (environment ${py_env_s}s, package build ${py_build_s}s, pytest ${py_test_s}s, CUDA variant ${py_cuda_s}s)"
 fi
 
 if [[ "${ADALORA_SKIP_SANITIZE:-0}" == "1" ]]; then

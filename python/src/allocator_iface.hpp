@@ -80,8 +80,8 @@ public:
 };
 
 /// The CUDA allocators (cuda_allocators.cu, built with ADALORA_PYTHON_CUDA): on `stream` (a cudaStream_t; 0 is the
-/// legacy default stream).
+/// legacy default stream) of CUDA device `device`, which every call makes current while it runs.
 std::unique_ptr<allocator_iface> make_cuda_allocator(const adalora_config& config, dtype_kind dtype,
-                                                     std::uintptr_t stream);
+                                                     std::uintptr_t stream, int device);
 
 }  // namespace adalora::python

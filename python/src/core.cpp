@@ -124,12 +124,12 @@ std::unique_ptr<allocator_iface> make_host(const std::string& backend, const ada
 }
 
 std::unique_ptr<allocator_iface> make_allocator(const std::string& backend, const adalora_config& c, dtype_kind d,
-                                                std::uintptr_t stream) {
+                                                std::uintptr_t stream, int device = 0) {
   if (is_device_backend(backend)) {
 #if ADALORA_PYTHON_HAS_CUDA
-    return make_cuda_allocator(c, d, stream);
+    return make_cuda_allocator(c, d, stream, device);
 #else
-    (void)stream;
+    (void)stream, (void)device;
     throw usage_error("backend 'cuda': this adalora module was built without CUDA");
 #endif
   }
@@ -390,9 +390,9 @@ private:
         backend = host_default_backend;
       }
     }
-    if (backend != impl_->backend_name() || t[0].dtype != impl_->dtype()) {
+    if (backend != impl_->backend_name() || t[0].dtype != impl_->dtype() || (device && t[0].device_id != device_id_)) {
       adalora_config c = impl_->config();
-      impl_ = make_allocator(backend, c, t[0].dtype, stream_);
+      impl_ = make_allocator(backend, c, t[0].dtype, stream_, t[0].device_id);
     }
     device_type_ = t[0].device_type;
     device_id_ = t[0].device_id;
