@@ -51,7 +51,7 @@ def parse_args():
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     p.add_argument("--sets", default="deberta,llama", help="comma-separated: deberta, llama")
     p.add_argument("--steps", type=int, default=0,
-                   help="timed steps per measurement (default: 40 for deberta, 10 for llama)")
+                   help="timed steps per measurement (default: 40 for deberta, 20 for llama)")
     p.add_argument("--bench", default=os.path.join(REPO, "build-bench", "benchmarks", "bench_allocator"),
                    help="bench_allocator binary for the C++ column ('' to leave it out)")
     p.add_argument("--min-time", type=float, default=1.0, help="--benchmark_min_time of the C++ run (seconds)")
@@ -166,7 +166,7 @@ def child(args):
            "backend": adalora.default_cpu_backend, "adalora_threads": adalora.get_num_threads(), "rows": []}
     for s in args.sets.split(","):
         shapes = SHAPES[s]()
-        steps = args.steps or (40 if s == "deberta" else 10)
+        steps = args.steps or (40 if s == "deberta" else 20)
         for kind in ("update", "mask"):
             row = {"set": s, "step": kind}
             for who, make in makers.items():

@@ -96,7 +96,6 @@ else
   py_start=$SECONDS
   py="$(bash scripts/python-env.sh)"
   py_env_s=$((SECONDS - py_start))
-  "${py}" -c 'import sys, torch, peft, transformers; print(f"python {sys.version.split()[0]}, torch {torch.__version__}, peft {peft.__version__}, transformers {transformers.__version__}")'
 
   section "Python: build the package (pip install ./python into ${python_dir}/site)"
   py_build_start=$SECONDS

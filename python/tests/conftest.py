@@ -29,6 +29,16 @@ def traces_dir() -> pathlib.Path:
                             "set ADALORA_TRACES_DIR")
 
 
+def pytest_report_header(config):
+    import peft
+    import transformers
+
+    import adalora
+
+    return (f"torch {torch.__version__}, peft {peft.__version__}, transformers {transformers.__version__}; adalora "
+            f"{adalora.__file__} (backends {', '.join(adalora.backends)}, {adalora.get_num_threads()} threads)")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

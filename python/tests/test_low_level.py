@@ -53,12 +53,10 @@ def test_queries_before_and_after_steps():
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_backends_agree_bit_for_bit(backend):
-    ref = run(Adapters().register(adalora.RankAllocator(small_config(), backend="eigen")), Adapters(), [])
     a1, a2 = Adapters(), Adapters()
     r1 = run(a1.register(adalora.RankAllocator(small_config(), backend="eigen")), a1, range(30))
     r2 = run(a2.register(adalora.RankAllocator(small_config(), backend=backend)), a2, range(30))
     same_runs(r1, r2)
-    assert ref == []
 
 
 def test_torch_tensors_without_copies():
@@ -147,7 +145,8 @@ def test_gradients_all_zero():
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_state_dict_resume_is_bit_exact(split, backend):
     a1 = Adapters()
-    full = run(a1.register(adalora.RankAllocator(small_config(), backend=backend)), a1, range(30))
+    whole = a1.register(adalora.RankAllocator(small_config(), backend=backend))
+    full = run(whole, a1, range(30))
     a2 = Adapters()
     first = adalora.RankAllocator(small_config(), backend=backend)
     head = run(a2.register(first), a2, range(split))
@@ -158,9 +157,13 @@ def test_state_dict_resume_is_bit_exact(split, backend):
     second.load_state_dict(state)
     tail = run(second, a3, range(split, 30))
     same_runs(full, head + tail)
-    s1 = Adapters().register(adalora.RankAllocator(small_config(), backend=backend))
     assert second.budget == full[-1][0][2]
-    del s1
+    s_whole, s_second = whole.state_dict(), second.state_dict()
+    for k in s_whole:
+        if isinstance(s_whole[k], np.ndarray):
+            assert np.array_equal(s_whole[k].view(np.uint8), s_second[k].view(np.uint8)), k
+        else:
+            assert s_whole[k] == s_second[k], k
 
 
 def test_state_dict_through_torch_save(tmp_path):
