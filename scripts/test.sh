@@ -9,7 +9,8 @@
 # then an AddressSanitizer + UBSan build in build-asan/ (skip it with ADALORA_SKIP_SANITIZE=1). Exits non-zero on
 # any failure.
 # ADALORA_BUILD_DIR / ADALORA_CUDA_BUILD_DIR / ADALORA_PYTHON_BUILD_DIR / ADALORA_PYTHON_CUDA_BUILD_DIR /
-# ADALORA_ASAN_BUILD_DIR choose other build folders (relative to the repository root); CUDACXX names the nvcc to use (default: nvcc on PATH, else /usr/local/cuda/bin/nvcc).
+# ADALORA_ASAN_BUILD_DIR choose other build folders (relative to the repository root); CUDACXX names the nvcc to use
+# (default: nvcc on PATH, else /usr/local/cuda/bin/nvcc).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -104,25 +105,43 @@ else
     --no-deps --no-index --upgrade --target "${python_dir}/site" -C build-dir="${PWD}/${python_dir}/build" ./python
   py_build_s=$((SECONDS - py_build_start))
 
+  # The CUDA variant compiles (nvcc, one core's worth) while pytest runs (torch on one thread): its log is printed
+  # after the tests.
+  py_cuda=0
+  if [[ "${ADALORA_SKIP_CUDA:-0}" != "1" && -n "${nvcc}" ]]; then
+    py_cuda=1
+    mkdir -p "${python_cuda_dir}"
+    py_cuda_log="${python_cuda_dir}/build.log"
+    py_cuda_start=$SECONDS
+    (
+      cmake -S python -B "${python_cuda_dir}" -DCMAKE_BUILD_TYPE=Release -DADALORA_PYTHON_CUDA=ON \
+        -DCMAKE_CUDA_COMPILER="${nvcc}" -DCMAKE_CUDA_ARCHITECTURES=90 -DPython_EXECUTABLE="${py}" &&
+        cmake --build "${python_cuda_dir}" -j "${jobs}"
+    ) >"${py_cuda_log}" 2>&1 &
+    py_cuda_pid=$!
+  fi
+
   section "Python: pytest python/tests"
   py_test_start=$SECONDS
   PYTHONPATH="${PWD}/${python_dir}/site" ADALORA_NO_SKIP=1 "${py}" -m pytest python/tests -q -p no:cacheprovider \
-    -W ignore::FutureWarning -W ignore::DeprecationWarning
+    -W ignore::FutureWarning -W ignore::DeprecationWarning || { [[ ${py_cuda} -eq 1 ]] && kill "${py_cuda_pid}"; exit 1; }
   py_test_s=$((SECONDS - py_test_start))
 
   py_cuda_s=0
-  if [[ "${ADALORA_SKIP_CUDA:-0}" != "1" && -n "${nvcc}" ]]; then
+  if [[ ${py_cuda} -eq 1 ]]; then
     section "Python: the package's CUDA variant in ${python_cuda_dir}/ (nvcc, sm_90; compiled and imported, not run)"
-    py_cuda_start=$SECONDS
-    cmake -S python -B "${python_cuda_dir}" -DCMAKE_BUILD_TYPE=Release -DADALORA_PYTHON_CUDA=ON \
-      -DCMAKE_CUDA_COMPILER="${nvcc}" -DCMAKE_CUDA_ARCHITECTURES=90 -DPython_EXECUTABLE="${py}"
-    cmake --build "${python_cuda_dir}" -j "${jobs}"
+    if ! wait "${py_cuda_pid}"; then
+      cat "${py_cuda_log}"
+      echo "Python: the CUDA variant did not build (log above: ${py_cuda_log})" >&2
+      exit 1
+    fi
+    grep -E "adalora_python|Built target" "${py_cuda_log}" || true
     rm -rf "${python_cuda_dir}/site" && mkdir -p "${python_cuda_dir}/site/adalora"
     cp python/src/adalora/*.py "${python_cuda_dir}"/_core*.so "${python_cuda_dir}/site/adalora/"
     PYTHONPATH="${PWD}/${python_cuda_dir}/site" "${py}" -c 'import adalora; assert adalora.has_cuda and "cuda" in adalora.backends, adalora.backends; print("CUDA variant: backends", adalora.backends)'
     py_cuda_s=$((SECONDS - py_cuda_start))
   fi
-  echo "Python stage: $((SECONDS - py_start))s (environment ${py_env_s}s, package build ${py_build_s}s, pytest ${py_test_s}s, CUDA variant ${py_cuda_s}s)"
+  echo "Python stage: $((SECONDS - py_start))s (environment ${py_env_s}s, package build ${py_build_s}s, pytest ${py_test_s}s, CUDA variant ${py_cuda_s}s from the start of pytest, alongside it)"
 fi
 
 if [[ "${ADALORA_SKIP_SANITIZE:-0}" == "1" ]]; then

@@ -293,7 +293,9 @@ public:
       throw nb::value_error(("_follow_torch_gradients: expected " + std::to_string(3 * n) + " gradients (3 per adapter), got " +
                              std::to_string(nb::len(grads)))
                                 .c_str());
-    static const nb::str data_ptr_name("data_ptr"), stride_name("stride");
+    // interned once and never released: a static nb::str would be decref'd after the interpreter is gone
+    static const nb::handle data_ptr_name = nb::str("data_ptr").release();
+    static const nb::handle stride_name = nb::str("stride").release();
     std::size_t rebound = 0;
     for (std::size_t i = 0; i < n; ++i) {
       std::array<held_tensor, 6>& h = held_[i];

@@ -79,9 +79,10 @@ def test_rank_pattern_written_at_final_step(runs):
     assert alloc.allocator.pattern_frozen and not alloc.allocator.importance_live
 
 
-# PEFT warns that its own saved rank_pattern keys (truncated to '<module>.lora_E') match no module; it loads them
-# all the same (the same warning with PEFT's own allocator)
+# PEFT's own warnings, the same with PEFT's allocator: its saved rank_pattern keys (truncated to '<module>.lora_E')
+# "match no module" yet load; modules pruned to rank 0 save as (0, in) tensors, which it takes for unsharded shards
 @pytest.mark.filterwarnings("ignore:The following rank_pattern keys did not match")
+@pytest.mark.filterwarnings("ignore:.*LoRA tensor\\(s\\) have invalid shape")
 def test_saved_adapters_load_back_in_peft(runs, tmp_path):
     m_peft, _ = runs["peft"]
     m_ours, _, _, _ = runs["ours"]
