@@ -4,7 +4,7 @@
 # PEFT), then a Release build in build/ (warnings are errors); then, when nvcc is
 # there, every program nvcc compiles in build-cuda/ (-arch=sm_90, built but not run: that needs a GPU, see
 # scripts/gpu-check; skip it with ADALORA_SKIP_CUDA=1); then the Python package (python/): built with pip into
-# build-python/site (this checkout's overlay on the cached test environment of scripts/python-env.sh) and tested with
+# build-python/site (this checkout's overlay on the cached environment of scripts/python-env.sh) and tested with
 # pytest, and with nvcc its CUDA variant compiled in build-python-cuda/ (skip the stage with ADALORA_SKIP_PYTHON=1);
 # then an AddressSanitizer + UBSan build in build-asan/ (skip it with ADALORA_SKIP_SANITIZE=1). Exits non-zero on
 # any failure.
@@ -93,10 +93,8 @@ fi
 if [[ "${ADALORA_SKIP_PYTHON:-0}" == "1" ]]; then
   section "Python stage skipped (ADALORA_SKIP_PYTHON=1)"
 else
-  section "Python: test environment (scripts/python-env.sh; the first run on a machine downloads torch)"
   py_start=$SECONDS
-  py="$(bash scripts/python-env.sh)"
-  py_env_s=$((SECONDS - py_start))
+  py="${python}"  # the cached environment made above
 
   section "Python: build the package (pip install ./python into ${python_dir}/site)"
   py_build_start=$SECONDS
@@ -141,7 +139,7 @@ else
     PYTHONPATH="${PWD}/${python_cuda_dir}/site" "${py}" -c 'import adalora; assert adalora.has_cuda and "cuda" in adalora.backends, adalora.backends; print("CUDA variant: backends", adalora.backends)'
     py_cuda_s=$((SECONDS - py_cuda_start))
   fi
-  echo "Python stage: $((SECONDS - py_start))s (environment ${py_env_s}s, package build ${py_build_s}s, pytest ${py_test_s}s, CUDA variant ${py_cuda_s}s from the start of pytest, alongside it)"
+  echo "Python stage: $((SECONDS - py_start))s (package build ${py_build_s}s, pytest ${py_test_s}s, CUDA variant ${py_cuda_s}s from the start of pytest, alongside it)"
 fi
 
 if [[ "${ADALORA_SKIP_SANITIZE:-0}" == "1" ]]; then

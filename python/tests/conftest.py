@@ -3,8 +3,7 @@
 - torch on one thread: the tests compare bits, not speed, and a 2-core machine shared with a build runs torch's
   OpenMP pool much faster with one thread than with two busy-waiting ones.
 - ADALORA_NO_SKIP=1 (scripts/test.sh sets it): a skipped test fails, so CI never passes with tests left out.
-- The PEFT reference traces: tests/data/traces in the repository, else ../shared/traces beside it, or
-  ADALORA_TRACES_DIR.
+- The PEFT reference traces: tests/data/traces in the repository, or ADALORA_TRACES_DIR.
 """
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 def traces_dir() -> pathlib.Path:
     env = os.environ.get("ADALORA_TRACES_DIR")
-    candidates = [pathlib.Path(env)] if env else [REPO / "tests" / "data" / "traces", REPO.parent / "shared" / "traces"]
+    candidates = [pathlib.Path(env)] if env else [REPO / "tests" / "data" / "traces"]
     for c in candidates:
         if any(c.glob("alloc-*.safetensors")):
             return c
