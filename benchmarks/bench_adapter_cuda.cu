@@ -5,20 +5,13 @@
 //   adapter/<svd|lora>/<shape>/cuda    forward + backward of one adapter (r 12, 512 tokens), no dropout, each
 //                                      iteration synchronized (adapter_pass.hpp)
 // Counter: flops = the adapter GEMMs' flop/s (6 · tokens · r · (in + out) per forward + backward).
-#include <cuda_runtime_api.h>
-
-#include <cstdio>
-
 #include "adalora/backends/cuda/cuda_backend.cuh"
 #include "adapter_pass.hpp"
+#include "bench_cuda.hpp"
 #include "bench_report.hpp"
 
 int main(int argc, char** argv) {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::fprintf(stderr, "bench_adapter_cuda: no CUDA device\n");
-    return 1;
-  }
+  if (!bench::prepare_cuda_device("bench_adapter_cuda")) return 1;
   bench::register_adapter_passes<adalora::cuda_backend>(0);
   return bench::run_main(argc, argv, bench::print_adapter_summary);
 }

@@ -7,8 +7,10 @@
 //   step/mask/<set>/cuda            allocator.step(t) on a mask step (+ triplet scores, CUB selection, masks)
 //   step/update/<set>/cuda-bf16     the same with bfloat16 parameters and gradients (float32 importance state)
 // Counters: bytes = the bytes per second the step must move (θ and g read, both EMA planes read and written);
-// launches = backend calls per step, counted by a wrapper around the backend (each is one kernel or copy).
-// Timing is wall time per step, and every step ends synchronized (its count of non-finite inputs is read back).
+// launches = backend calls per step, counted by adalora::counting_backend (each is one kernel, library call or copy:
+// the fused pass's block launch included); allocs = device allocations per step (buffers and scratch; 0 after the
+// first step). Timing is wall time per step, and every step ends synchronized (its count of non-finite inputs is read
+// back). The device's default memory pool keeps what it frees (bench_cuda.hpp).
 #include <benchmark/benchmark.h>
 
 #include <cstddef>
@@ -19,9 +21,11 @@
 #include <vector>
 
 #include "adalora/allocation/rank_allocator.hpp"
+#include "adalora/backends/counting_backend.hpp"
 #include "adalora/backends/cuda/cuda_backend.cuh"
 #include "adalora/core/bfloat16.hpp"
 #include "adapter_sets.hpp"
+#include "bench_cuda.hpp"
 #include "bench_fill.hpp"
 #include "bench_report.hpp"
 
@@ -42,29 +46,7 @@ struct device_array {
 };
 
 /// The CUDA backend, counting its calls (the kernel launches and copies of a step).
-struct counting_cuda_backend : adalora::cuda_backend {
-  static constexpr const char* name = "cuda";
-  std::shared_ptr<std::size_t> calls = std::make_shared<std::size_t>(0);
-  template <class F>
-  void for_each(std::size_t n, F f) const {
-    ++*calls;
-    adalora::cuda_backend::for_each(n, f);
-  }
-  template <class P>
-  std::size_t count_if(std::size_t n, P p) const {
-    ++*calls;
-    return adalora::cuda_backend::count_if(n, p);
-  }
-  float kth_smallest(const float* v, std::size_t n, std::size_t k) const {
-    ++*calls;
-    return adalora::cuda_backend::kth_smallest(v, n, k);
-  }
-  template <class T>
-  void copy_to_host(const T* src, std::size_t n, T* dst) const {
-    ++*calls;
-    adalora::cuda_backend::copy_to_host(src, n, dst);
-  }
-};
+using counting_cuda_backend = adalora::counting_backend<adalora::cuda_backend>;
 
 /// One adapter set in device memory, in the parameter type T (float or bfloat16).
 template <class T>
@@ -120,7 +102,8 @@ void bm_step(benchmark::State& st, std::string set, bool mask) {
       bench_config(mask, t), backend);
   for (std::size_t k = 0; k < s.shapes.size(); ++k) alloc.add_adapter(s.shapes[k].name, s.views(k));
   alloc.step(t++);  // allocates the plan and the importance state; not timed
-  const std::size_t before = *alloc.backend().calls;
+  const std::size_t before = alloc.backend().counts().calls;
+  const std::size_t allocs_before = alloc.backend().system().device_allocations();
   std::size_t steps = 0;
   for (auto _ : st) {
     const auto rep = alloc.step(t++);
@@ -133,8 +116,9 @@ void bm_step(benchmark::State& st, std::string set, bool mask) {
   // θ and g read, both float32 EMA planes read and written (bench_allocator's required_bytes for float: 24 B)
   const double bytes = (2.0 * sizeof(T) + 16.0) * static_cast<double>(s.elements);
   st.counters["bytes"] = Counter(bytes, Counter::kIsIterationInvariantRate, Counter::OneK::kIs1000);
-  st.counters["launches"] =
-      steps ? static_cast<double>(*alloc.backend().calls - before) / static_cast<double>(steps) : 0;
+  const auto per_step = [&](std::size_t n) { return steps ? static_cast<double>(n) / static_cast<double>(steps) : 0.0; };
+  st.counters["launches"] = per_step(alloc.backend().counts().calls - before);
+  st.counters["allocs"] = per_step(alloc.backend().system().device_allocations() - allocs_before);
   st.counters["adapters"] = static_cast<double>(s.shapes.size());
 }
 
@@ -155,15 +139,16 @@ void summary(const std::map<std::string, bench::result>& r) {
   const auto copy = r.find("bandwidth/copy/cuda");
   const double copy_bytes = copy == r.end() ? -1.0 : copy->second.counters.at("bytes");
   std::printf("\nSummary: bytes/s the step must move, as a share of this run's device-to-device copy bandwidth\n");
-  std::printf("%-30s %10s %9s %8s %9s %9s\n", "benchmark", "ms/step", "GB/s", "% copy", "launches", "adapters");
+  std::printf("%-30s %10s %9s %8s %9s %7s %9s\n", "benchmark", "ms/step", "GB/s", "% copy", "launches", "allocs",
+              "adapters");
   for (const auto& [name, res] : r) {
     if (name.rfind("bandwidth/", 0) == 0) continue;
     const double bytes = res.counters.count("bytes") ? res.counters.at("bytes") : 0.0;
     char share[32] = "-";
     if (copy_bytes > 0) std::snprintf(share, sizeof share, "%.0f%%", 100.0 * bytes / copy_bytes);
-    std::printf("%-30s %10.3f %9.1f %8s %9.0f %9.0f\n", name.c_str(), res.seconds * 1e3, bytes / 1e9, share,
-                res.counters.count("launches") ? res.counters.at("launches") : 0.0,
-                res.counters.count("adapters") ? res.counters.at("adapters") : 0.0);
+    const auto counter = [&](const char* c) { return res.counters.count(c) ? res.counters.at(c) : 0.0; };
+    std::printf("%-30s %10.3f %9.1f %8s %9.0f %7.0f %9.0f\n", name.c_str(), res.seconds * 1e3, bytes / 1e9, share,
+                counter("launches"), counter("allocs"), counter("adapters"));
   }
   if (copy_bytes > 0)
     std::printf("%-30s %10.3f %9.1f GB/s\n", "bandwidth/copy/cuda", copy->second.seconds * 1e3, copy_bytes / 1e9);
@@ -173,11 +158,7 @@ void summary(const std::map<std::string, bench::result>& r) {
 
 int main(int argc, char** argv) {
   using namespace bench_cuda;
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::fprintf(stderr, "bench_allocator_cuda: no CUDA device\n");
-    return 1;
-  }
+  if (!bench::prepare_cuda_device("bench_allocator_cuda")) return 1;
   benchmark::RegisterBenchmark("bandwidth/copy/cuda", bm_copy)->UseRealTime()->Unit(benchmark::kMillisecond);
   for (const char* set : {"deberta", "llama"}) {
     for (bool mask : {false, true})

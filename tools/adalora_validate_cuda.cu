@@ -135,10 +135,12 @@ int main(int argc, char** argv) {
               << (e == cudaSuccess ? std::string("0 devices") : detail::cuda_error_text(e)) << ")\n";
     return 2;
   }
-  cudaDeviceProp prop{};
-  detail::cuda_check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
-
   try {
+    // inside the try: a device that cannot be queried is reported, not std::terminate
+    int device = 0;
+    cudaDeviceProp prop{};
+    detail::cuda_check(cudaGetDevice(&device), "cudaGetDevice");
+    detail::cuda_check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
     const std::size_t h = opt.hidden, kv = opt.hidden / 2, im = opt.intermediate, r = opt.r;
     uniform_source rng{opt.seed};
     std::vector<adapter_spec> specs;

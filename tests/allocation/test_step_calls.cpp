@@ -1,52 +1,64 @@
-// The allocator step makes the same number of backend calls (kernel launches on a GPU) whatever the adapter count.
+// The allocator step makes the same number of backend calls (kernel launches on a GPU) whatever the adapter count,
+// and allocates nothing after the first step, on every backend (counting_backend): in the tile form of the fused pass
+// and in its block form (the CUDA backend's launch; on the host, Thrust's CPP system with a lane-by-lane launch).
 #include <catch2/catch.hpp>
 
 #include <map>
-#include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "adalora/allocation/rank_allocator.hpp"
-#include "adalora/backends/eigen/eigen_backend.hpp"
+#include "adalora/backends/counting_backend.hpp"
 #include "support/adapter_fixture.hpp"
+#include "support/backends_under_test.hpp"
 
 using namespace adalora;
 using adalora::testing::adapter_fixture;
 
 namespace {
-/// Eigen, counting every call that would be a launch or a transfer on a device.
-struct counting_backend : eigen_backend {
-  static constexpr const char* name = "counting";
-  std::shared_ptr<std::size_t> calls = std::make_shared<std::size_t>(0);
-  template <class F>
-  void for_each(std::size_t n, F f) const {
-    ++*calls;
-    eigen_backend::for_each(n, f);
-  }
-  template <class P>
-  std::size_t count_if(std::size_t n, P p) const {
-    ++*calls;
-    return eigen_backend::count_if(n, p);
-  }
-  float kth_smallest(const float* v, std::size_t n, std::size_t k) const {
-    ++*calls;
-    return eigen_backend::kth_smallest(v, n, k);
-  }
-  template <class T>
-  void copy_to_host(const T* src, std::size_t n, T* dst) const {
-    ++*calls;
-    eigen_backend::copy_to_host(src, n, dst);
-  }
-  template <class T>
-  void copy_from_host(const T* src, std::size_t n, T* dst) const {
-    ++*calls;
-    eigen_backend::copy_from_host(src, n, dst);
+
+#if defined(ADALORA_TEST_THRUST) && !defined(ADALORA_TEST_CUDA_ONLY)
+/// Thrust's CPP system with a block launch of tiled passes, run on the host lane by lane
+/// (detail::run_tile_lanes_on_host): the calls the CUDA system's for_each_tile_lanes makes, on the CPU.
+struct thrust_cpp_lanes_system : thrust_cpp_system {
+  static constexpr const char* name = "thrust-cpp-lanes";
+  template <detail::TileLanePass F>
+  void for_each_tile_lanes(std::size_t tiles, const F& f) const {
+    detail::run_tile_lanes_on_host(f, tiles);
   }
 };
-static_assert(Backend<counting_backend>);
+static_assert(ThrustSystem<thrust_cpp_lanes_system>);
+using thrust_cpp_lanes_backend = thrust_backend<thrust_cpp_lanes_system>;
+using step_call_backends = decltype(std::tuple_cat(std::declval<adalora::testing::backends_under_test>(),
+                                                   std::declval<std::tuple<thrust_cpp_lanes_backend>>()));
+#else
+using step_call_backends = adalora::testing::backends_under_test;
+#endif
 
-/// Backend calls of every step of a run over `adapters` adapters, keyed by the step's phase and whether it masked.
-std::map<std::string, std::vector<std::size_t>> calls_per_step(std::size_t adapters) {
+static_assert(Backend<counting_backend<std::tuple_element_t<0, adalora::testing::backends_under_test>>>);
+
+/// What one step asked of the backend.
+struct step_counts {
+  std::size_t calls = 0;
+  std::size_t allocations = 0;
+  std::size_t device_allocations = 0;  // on the CUDA backend: device memory taken (buffers and scratch)
+  bool operator==(const step_counts&) const = default;
+};
+
+/// Device allocations of a backend that counts them (the CUDA backend), else 0.
+template <class B>
+std::size_t device_allocations(const B& b) {
+  if constexpr (requires { b.system().device_allocations(); })
+    return b.system().device_allocations();
+  else
+    return 0;
+}
+
+/// The counts of every step of a run over `adapters` adapters after the first, keyed by the step's phase and whether
+/// it masked.
+template <class B>
+std::map<std::string, std::vector<step_counts>> counts_per_step(std::size_t adapters) {
   adalora_config c;
   c.init_r = 4;
   c.target_r = 2;
@@ -56,35 +68,53 @@ std::map<std::string, std::vector<std::size_t>> calls_per_step(std::size_t adapt
   c.deltaT = 2;
   std::vector<adalora::testing::adapter_shape> shapes;
   for (std::size_t k = 0; k < adapters; ++k) shapes.push_back({4, 6 + k % 5, 5 + k % 7});
-  adapter_fixture<eigen_backend> fx(eigen_backend{}, shapes, 3);
-  counting_backend backend;
-  rank_allocator<counting_backend> alloc(c, backend);
-  // the fixture's views are host memory, which the counting backend (Eigen underneath) shares
+  const counting_backend<B> backend;
+  adapter_fixture<B> fx(backend, shapes, 3);
+  rank_allocator<counting_backend<B>> alloc(c, backend);
   for (std::size_t k = 0; k < adapters; ++k) alloc.add_adapter(fx.name(k), fx.views(k));
-  std::map<std::string, std::vector<std::size_t>> out;
+  std::map<std::string, std::vector<step_counts>> out;
   for (std::int64_t t = 0; t < c.total_step; ++t) {
     fx.perturb();
     fx.upload();
-    const std::size_t before = *backend.calls;
+    const backend_counts before = backend.counts();
+    const std::size_t device_before = device_allocations(backend);
     const auto rep = alloc.step(t);
     const char* phase[] = {"warmup", "budgeting", "final_force", "final_pattern"};
     const std::string key = std::string(phase[static_cast<int>(rep.phase)]) + (rep.masked ? "+mask" : "");
-    if (t > 0) out[key].push_back(*backend.calls - before);  // step 0 also uploads the plan
+    // step 0 also uploads the plan and allocates the importance state
+    if (t > 0)
+      out[key].push_back({backend.counts().calls - before.calls, backend.counts().allocations - before.allocations,
+                          device_allocations(backend) - device_before});
   }
   return out;
 }
+
+template <class B>
+void require_each(const std::map<std::string, std::vector<step_counts>>& counts, const std::string& key,
+                  std::size_t calls) {
+  INFO(B::name << ", " << key);
+  REQUIRE(counts.count(key) == 1);
+  for (const step_counts& s : counts.at(key)) {
+    REQUIRE(s.calls == calls);
+    REQUIRE(s.allocations == 0);
+    REQUIRE(s.device_allocations == 0);
+  }
+}
+
 }  // namespace
 
-TEST_CASE("a step's backend calls do not grow with the number of adapters", "[allocator][launches]") {
-  const auto few = calls_per_step(2);
-  const auto many = calls_per_step(60);
+TEMPLATE_LIST_TEST_CASE("a step's backend calls do not grow with the number of adapters, and it allocates nothing "
+                        "after the first step",
+                        "[allocator][launches]", step_call_backends) {
+  const auto few = counts_per_step<TestType>(2);
+  const auto many = counts_per_step<TestType>(60);
   REQUIRE(few == many);
   // an update step: the fused pass and its non-finite count
-  for (std::size_t n : few.at("warmup")) REQUIRE(n == 2);
+  require_each<TestType>(few, "warmup", 2);
+  require_each<TestType>(few, "budgeting", 2);
   // a mask step: fused pass, count, triplet scores, selection, keep, mask, two copies to the host
-  for (std::size_t n : few.at("budgeting")) REQUIRE(n == 2);
-  for (std::size_t n : few.at("budgeting+mask")) REQUIRE(n == 8);
+  require_each<TestType>(few, "budgeting+mask", 8);
   // the forced mask scores the held state instead of updating it: no count
-  for (std::size_t n : few.at("final_force+mask")) REQUIRE(n == 7);
-  for (std::size_t n : few.at("final_pattern+mask")) REQUIRE(n == 1);
+  require_each<TestType>(few, "final_force+mask", 7);
+  require_each<TestType>(few, "final_pattern+mask", 1);
 }

@@ -3,11 +3,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
 
 #include "adalora/backends/backend.hpp"
+#include "adalora/backends/kth_order.hpp"
 #include "adalora/core/host_device.hpp"
 #include "support/backends_under_test.hpp"
 #include "support/random_values.hpp"
@@ -119,6 +122,66 @@ TEMPLATE_LIST_TEST_CASE("k-th smallest", "[backend]", backends_under_test) {
   for (std::size_t k : {std::size_t{1}, std::size_t{2}, std::size_t{100}, std::size_t{256}, std::size_t{513}})
     REQUIRE(b.kth_smallest(d.buf.data(), v.size(), k) == sorted[k - 1]);
   REQUIRE(d.host(v.size()) == v);  // the input is left as it was
+}
+
+TEST_CASE("kth_smallest's order: numbers by value, -0 equal to +0, every NaN last", "[backend][kth]") {
+  using detail::kth_order_key;
+  using detail::kth_order_value;
+  constexpr float inf = std::numeric_limits<float>::infinity();
+  static_assert(kth_order_key(-0.0f) == kth_order_key(0.0f));
+  static_assert(kth_order_key(-inf) < kth_order_key(-1.0f) && kth_order_key(-1.0f) < kth_order_key(-1e-45f));
+  static_assert(kth_order_key(-1e-45f) < kth_order_key(0.0f) && kth_order_key(0.0f) < kth_order_key(1e-45f));
+  static_assert(kth_order_key(1e-45f) < kth_order_key(1.0f) && kth_order_key(1.0f) < kth_order_key(inf));
+  static_assert(kth_order_value(kth_order_key(-0.0f)) == 0.0f);
+  static_assert(detail::float_to_bits(kth_order_value(kth_order_key(-0.0f))) == 0u);  // a zero comes back as +0
+  for (const std::uint32_t nan : {0x7fc00000u, 0xffc00000u, 0x7f800001u, 0xffbfffffu, 0x7fc12345u}) {
+    INFO("NaN bits " << std::hex << nan);
+    REQUIRE(kth_order_key(detail::bits_to_float(nan)) > kth_order_key(inf));
+    REQUIRE(detail::float_to_bits(kth_order_value(kth_order_key(detail::bits_to_float(nan)))) == 0x7fc00000u);
+  }
+  for (const float x : {-inf, -3.5f, -1e-45f, 1e-45f, 2.0f, 3e38f, inf})
+    REQUIRE(detail::float_to_bits(kth_order_value(kth_order_key(x))) == detail::float_to_bits(x));
+}
+
+TEMPLATE_LIST_TEST_CASE("k-th smallest in the stated order, with -0, +0, infinities and NaNs", "[backend][kth]",
+                        backends_under_test) {
+  TestType b{};
+  const float inf = std::numeric_limits<float>::infinity();
+  const auto bits = [](std::uint32_t u) { return detail::bits_to_float(u); };
+  // Large enough for the GPU's sort and the generic radix select; the special values at random places.
+  auto v = normal_values(3001, 17);
+  std::mt19937 rng(4);
+  std::uniform_int_distribution<std::size_t> at(0, v.size() - 1);
+  const float specials[] = {-0.0f, 0.0f, -0.0f, bits(0x7fc00000u), bits(0xffc00000u), bits(0x7fc12345u),
+                            bits(0xffd00001u), inf, -inf, inf};
+  for (std::size_t copy = 0; copy < 40; ++copy)
+    for (float x : specials) v[at(rng)] = x;
+  // the expected order, built without the keys: NaNs counted and set aside, -0 written as +0, the rest sorted by <
+  std::vector<float> numbers;
+  std::size_t nans = 0;
+  for (float x : v) {
+    if (std::isnan(x)) ++nans;
+    else numbers.push_back(x == 0.0f ? 0.0f : x);
+  }
+  std::sort(numbers.begin(), numbers.end());
+  REQUIRE(nans >= 40);
+  REQUIRE(std::count(v.begin(), v.end(), 0.0f) >= 20);
+  REQUIRE(std::count_if(v.begin(), v.end(), [](float x) { return x == 0.0f && std::signbit(x); }) >= 10);
+  device_copy<TestType> d(b, v);
+  const auto zeros_from = static_cast<std::size_t>(std::lower_bound(numbers.begin(), numbers.end(), 0.0f) - numbers.begin());
+  std::vector<std::size_t> ks = {1, 2, zeros_from + 1, zeros_from + 2, numbers.size() / 2, numbers.size(),
+                                 numbers.size() + 1, v.size()};
+  for (std::size_t k = 1; k <= v.size(); k += 97) ks.push_back(k);
+  for (const std::size_t k : ks) {
+    const std::uint32_t expect = k <= numbers.size() ? detail::float_to_bits(numbers[k - 1]) : 0x7fc00000u;
+    const std::uint32_t got = detail::float_to_bits(b.kth_smallest(d.buf.data(), v.size(), k));
+    INFO(TestType::name << ": k = " << k << " of " << v.size() << " (" << nans << " NaNs): expected bits " << std::hex
+                        << expect << ", got " << got);
+    REQUIRE(got == expect);
+  }
+  // bit for bit as it was (NaN payloads and -0 included): the selection works on a copy
+  const auto back = d.host(v.size());
+  REQUIRE(std::memcmp(back.data(), v.data(), v.size() * sizeof(float)) == 0);
 }
 
 TEMPLATE_LIST_TEST_CASE("gemm in all four transposition cases, with strides and beta", "[backend]",

@@ -41,18 +41,48 @@ struct non_finite_fn {
   }
 };
 
-/// Element i (row-major) of a tensor with `cols` columns: contiguous (data[i]) or through its strides.
-template <bool Contiguous, class T>
-ADALORA_HOST_DEVICE inline T& plan_element(T* data, std::size_t i, std::size_t cols, std::ptrdiff_t row_stride,
-                                           std::ptrdiff_t col_stride) noexcept {
-  if constexpr (Contiguous) {
-    (void)cols, (void)row_stride, (void)col_stride;
-    return data[i];
-  } else {
-    const std::size_t row = i / cols, col = i - row * cols;
-    return data[static_cast<std::ptrdiff_t>(row) * row_stride + static_cast<std::ptrdiff_t>(col) * col_stride];
+/// Walks elements first, first + step, first + 2 · step, … (row-major) of a tensor with `cols` ≥ 1 columns: `i` is
+/// the element's index, at() the element, contiguous (data[i]) or through the tensor's strides. A strided walk keeps
+/// the element's row and column as it goes, so that it divides once per walk, not once per element (a 64-bit division
+/// is dozens of instructions on a GPU).
+template <bool Contiguous>
+struct element_walk {
+  std::size_t i;
+
+  ADALORA_HOST_DEVICE element_walk(std::size_t first, std::size_t step, std::size_t cols) noexcept
+      : i(first), step_(step) {
+    if constexpr (!Contiguous) {
+      cols_ = cols;
+      row_ = first / cols;
+      col_ = first - row_ * cols;
+      step_rows_ = step / cols;
+      step_cols_ = step - step_rows_ * cols;
+    } else {
+      (void)cols;
+    }
   }
-}
+  ADALORA_HOST_DEVICE void next() noexcept {
+    i += step_;
+    if constexpr (!Contiguous) {
+      row_ += step_rows_;
+      col_ += step_cols_;
+      if (col_ >= cols_) col_ -= cols_, ++row_;
+    }
+  }
+  template <class T>
+  ADALORA_HOST_DEVICE T& at(T* data, std::ptrdiff_t row_stride, std::ptrdiff_t col_stride) const noexcept {
+    if constexpr (Contiguous) {
+      (void)row_stride, (void)col_stride;
+      return data[i];
+    } else {
+      return data[static_cast<std::ptrdiff_t>(row_) * row_stride + static_cast<std::ptrdiff_t>(col_) * col_stride];
+    }
+  }
+
+private:
+  std::size_t step_;
+  std::size_t cols_ = 0, row_ = 0, col_ = 0, step_rows_ = 0, step_cols_ = 0;
+};
 
 /// The lane layout (tile_lanes) of a tile of kind `kind` in a tensor of `cols` columns:
 ///  - a Q tile (part of one row of lora_A): 1 column, plan_lanes groups;
@@ -94,7 +124,7 @@ struct lane_sum_sink {
       const std::size_t k = n - j < width - pos ? n - j : width - pos;
       double* lane = sums + pos;
       const float* x = scores + j;
-      for (std::size_t i = 0; i < k; ++i) lane[i] += static_cast<double>(x[i]);
+      for (std::size_t i = 0; i < k; ++i) lane[i] = add_rn(lane[i], static_cast<double>(x[i]));
       j += k;
       pos = pos + k == width ? 0 : pos + k;
     }
@@ -126,7 +156,7 @@ struct column_sum_sink {
   }
   ADALORA_HOST_DEVICE void add(std::size_t, const float* scores, std::size_t n) noexcept {
     for (std::size_t j = 0; j < n; ++j) {
-      partial[slot + col] += static_cast<double>(scores[j]);
+      partial[slot + col] = add_rn(partial[slot + col], static_cast<double>(scores[j]));
       col = col + 1 == cols ? 0 : col + 1;
     }
   }
@@ -214,10 +244,11 @@ struct fused_importance_fn {
     std::uint32_t non_finite = 0;
     [[maybe_unused]] float scores[Score ? score_block : 1];
     const std::size_t end = tile.begin + tile.count;
+    element_walk<Contiguous> at(tile.begin, 1, x.cols);
     for (std::size_t first = tile.begin; first < end; first += score_block) {
       const std::size_t n = end - first < score_block ? end - first : score_block;
-      for (std::size_t j = 0; j < n; ++j)
-        non_finite += element(m, in, out, plane, x, first + j, scores[Score ? j : 0]) ? 0u : 1u;
+      for (std::size_t j = 0; j < n; ++j, at.next())
+        non_finite += element(m, in, out, plane, x, at, scores[Score ? j : 0]) ? 0u : 1u;
       if constexpr (Score) sink.add(first, scores, n);
     }
     return non_finite;
@@ -241,27 +272,30 @@ struct fused_importance_fn {
     const Metric m = metric;
     lane_result r;
     float score = 0.0f;
-    auto visit = [&](std::size_t i) {
-      r.non_finite += element(m, state_in, state_out, plane_size, x, i, score) ? 0u : 1u;
+    auto visit = [&](const element_walk<Contiguous>& at) {
+      r.non_finite += element(m, state_in, state_out, plane_size, x, at, score) ? 0u : 1u;
     };
     const tile_lanes l = lanes(t);
     if (!Score || tile.kind == tile_kind::lambda) {
-      for (std::size_t j = lane; j < tile.count; j += plan_lanes) {
-        visit(tile.begin + j);
+      element_walk<Contiguous> at(tile.begin + lane, plan_lanes, x.cols);
+      for (std::size_t j = lane; j < tile.count; j += plan_lanes, at.next()) {
+        visit(at);
         if constexpr (Score) lambda_scores[tile.slot + tile.begin + j] = score;
       }
     } else if (l.groups > 0) {
-      for (std::size_t j = lane; j < tile.count && lane < l.width(); j += l.width()) {
-        visit(tile.begin + j);
-        r.sum += static_cast<double>(score);
+      element_walk<Contiguous> at(tile.begin + lane, l.width(), x.cols);
+      for (std::size_t j = lane; j < tile.count && lane < l.width(); j += l.width(), at.next()) {
+        visit(at);
+        r.sum = add_rn(r.sum, static_cast<double>(score));
       }
     } else {  // a P tile wider than plan_lanes: whole columns, in row order (column_sum_sink)
       const std::size_t rows = tile.count / x.cols;
       for (std::size_t c = lane; c < x.cols; c += plan_lanes) {
         double sum = 0.0;
-        for (std::size_t row = 0; row < rows; ++row) {
-          visit(tile.begin + row * x.cols + c);
-          sum += static_cast<double>(score);
+        element_walk<Contiguous> at(tile.begin + c, x.cols, x.cols);
+        for (std::size_t row = 0; row < rows; ++row, at.next()) {
+          visit(at);
+          sum = add_rn(sum, static_cast<double>(score));
         }
         partial[tile.slot + c] = sum;
       }
@@ -281,21 +315,20 @@ struct fused_importance_fn {
 
   // ---- one element, both forms ----
 
-  // Element i of tensor x: with Update its new state (from `in` into `out`), with Score its score; false when θ or g
-  // was not finite.
+  // Element at.i of tensor x: with Update its new state (from `in` into `out`), with Score its score; false when θ or
+  // g was not finite.
   static ADALORA_HOST_DEVICE bool element(const Metric& m, const float* in, [[maybe_unused]] float* out,
-                                          std::size_t plane, const plan_tensor<T>& x, std::size_t i,
+                                          std::size_t plane, const plan_tensor<T>& x,
+                                          [[maybe_unused]] const element_walk<Contiguous>& at,
                                           [[maybe_unused]] float& score) noexcept {
     float s[Metric::state_count];
-    const std::size_t e = x.base + i;
+    const std::size_t e = x.base + at.i;
     for (std::size_t k = 0; k < Metric::state_count; ++k) s[k] = in[k * plane + e];
     bool finite = true;
     if constexpr (Update) {
-      const auto theta =
-          static_cast<float>(plan_element<Contiguous>(x.param, i, x.cols, x.param_row_stride, x.param_col_stride));
+      const auto theta = static_cast<float>(at.at(x.param, x.param_row_stride, x.param_col_stride));
       float g = 0.0f;
-      if constexpr (Metric::needs_gradient)
-        g = static_cast<float>(plan_element<Contiguous>(x.grad, i, x.cols, x.grad_row_stride, x.grad_col_stride));
+      if constexpr (Metric::needs_gradient) g = static_cast<float>(at.at(x.grad, x.grad_row_stride, x.grad_col_stride));
       finite = is_finite_f(theta) && is_finite_f(g);
       m.update(theta, g, s);
       for (std::size_t k = 0; k < Metric::state_count; ++k) out[k * plane + e] = s[k];
@@ -311,7 +344,8 @@ template <class Metric, class T>
 using plan_scores_fn = fused_importance_fn<Metric, T, true, true, false>;
 
 /// Triplet score of singular value i from the tiles' partial sums: s(λ_i) + (mean_j s(Q_ij) + mean_j s(P_ji)), each
-/// mean a double sum over the line's tiles in order, rounded to float, divided by the count in float.
+/// mean a double sum over the line's tiles in order, rounded to float, divided by the count in float (every operation
+/// rounded on its own: detail::add_rn, div_rn).
 struct triplet_from_partials_fn {
   const plan_score* score_table;
   const double* partial;
@@ -321,11 +355,11 @@ struct triplet_from_partials_fn {
   ADALORA_HOST_DEVICE void operator()(std::size_t i) const noexcept {
     const plan_score d = score_table[i];
     double q = 0.0, p = 0.0;
-    for (std::size_t c = 0; c < d.q_chunks; ++c) q += partial[d.q_slot + c];
-    for (std::size_t c = 0; c < d.p_chunks; ++c) p += partial[d.p_slot + c * d.p_stride];
-    const float mean_q = static_cast<float>(q) / static_cast<float>(d.in);
-    const float mean_p = static_cast<float>(p) / static_cast<float>(d.out);
-    scores[i] = lambda_scores[i] + (mean_q + mean_p);
+    for (std::size_t c = 0; c < d.q_chunks; ++c) q = add_rn(q, partial[d.q_slot + c]);
+    for (std::size_t c = 0; c < d.p_chunks; ++c) p = add_rn(p, partial[d.p_slot + c * d.p_stride]);
+    const float mean_q = div_rn(static_cast<float>(q), static_cast<float>(d.in));
+    const float mean_p = div_rn(static_cast<float>(p), static_cast<float>(d.out));
+    scores[i] = add_rn(lambda_scores[i], add_rn(mean_q, mean_p));
   }
 };
 

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "adalora/core/float_ops.hpp"
 #include "adalora/core/host_device.hpp"
 
 namespace adalora::detail {
@@ -16,8 +17,8 @@ inline constexpr std::size_t plan_lanes = 256;
 
 /// How the element scores of a tile are summed. Element j of the tile (counted from its first element, row-major)
 /// belongs to lane j mod width(), width() = groups · cols ≤ plan_lanes; each lane sums its elements in double, in
-/// element order; then, for each column c < cols, the lanes g · cols + c of the groups g are combined by lane_tree.
-/// groups = 0: the tile's scores are not summed by lanes. The allocator's layouts are detail::lanes_of
+/// element order (detail::add_rn); then, for each column c < cols, the lanes g · cols + c of the groups g are combined
+/// by lane_tree. groups = 0: the tile's scores are not summed by lanes. The allocator's layouts are detail::lanes_of
 /// (allocator_kernels.hpp).
 struct tile_lanes {
   std::size_t groups = 0;
@@ -32,20 +33,25 @@ ADALORA_HOST_DEVICE constexpr std::size_t lane_tree_first_half(std::size_t group
   return half / 2;
 }
 
-/// One lane's part of level `half` of lane_tree: lane g · cols + c with g < half adds lane (g + half) · cols + c into
-/// itself when that group exists. The levels run half = lane_tree_first_half(groups), …, 2, 1, each after the
-/// previous one has finished in every lane; sums[c] then holds column c's total.
-ADALORA_HOST_DEVICE inline void lane_tree_step(double* sums, tile_lanes lanes, std::size_t half,
-                                               std::size_t lane) noexcept {
-  if (lane >= half * lanes.cols) return;
-  const std::size_t g = lane / lanes.cols;
-  if (g + half < lanes.groups) sums[lane] += sums[lane + half * lanes.cols];
+/// The group of lane `lane` (lane g · cols + c is in group g), once per tile rather than once per level of the tree
+/// (a 64-bit division is dozens of instructions on a GPU); 0 where the layout has no lanes to combine.
+ADALORA_HOST_DEVICE constexpr std::size_t lane_group(tile_lanes lanes, std::size_t lane) noexcept {
+  return lanes.groups > 1 ? lane / lanes.cols : 0;
+}
+
+/// One lane's part of level `half` of lane_tree: lane g · cols + c (g = lane_group(lanes, lane)) with g < half adds
+/// lane (g + half) · cols + c into itself when that group exists. The levels run half = lane_tree_first_half(groups),
+/// …, 2, 1, each after the previous one has finished in every lane; sums[c] then holds column c's total.
+ADALORA_HOST_DEVICE inline void lane_tree_step(double* sums, tile_lanes lanes, std::size_t half, std::size_t lane,
+                                               std::size_t group) noexcept {
+  if (group < half && group + half < lanes.groups) sums[lane] = add_rn(sums[lane], sums[lane + half * lanes.cols]);
 }
 
 /// The whole lane_tree over sums[0, width) on one thread: the same additions, in the same order, as the block form.
 ADALORA_HOST_DEVICE inline void lane_tree(double* sums, tile_lanes lanes) noexcept {
   for (std::size_t half = lane_tree_first_half(lanes.groups); half > 0; half /= 2)
-    for (std::size_t lane = 0; lane < half * lanes.cols; ++lane) lane_tree_step(sums, lanes, half, lane);
+    for (std::size_t g = 0; g < half; ++g)
+      for (std::size_t c = 0; c < lanes.cols; ++c) lane_tree_step(sums, lanes, half, g * lanes.cols + c, g);
 }
 
 /// What one lane of a tile hands back in the block form: the sum of its element scores and how many of its

@@ -52,7 +52,9 @@ concept BufferOf = requires(B& b, const B& cb) {
 ///  5. `b.transform_sum(n, f)` returns Σ f(i) over [0, n), accumulated in double, to the host;
 ///  6. `b.col_sums(m, rows, cols, out)` reduces a contiguous row-major float matrix to its column sums
 ///     (accumulated in double, rounded once to float);
-///  7. `b.kth_smallest(v, n, k)` returns the k-th smallest (1-indexed) of n floats, to the host;
+///  7. `b.kth_smallest(v, n, k)` returns the k-th smallest (1-indexed) of n floats, to the host, in one total order
+///     on every backend (detail::kth_order_key, backends/kth_order.hpp): numbers by value with -0 equal to +0, then
+///     every NaN; a zero comes back as +0 and a NaN as the quiet NaN 0x7FC00000. k outside [1, n] is a usage_error;
 ///  8. `b.gemm(op_a, op_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)`: row-major float GEMM,
 ///     C (m × n, leading dimension ldc) = alpha · op(A) · op(B) + beta · C, op(A) m × k, op(B) k × n;
 ///     with beta = 0, C is not read (NaNs in it do not propagate);

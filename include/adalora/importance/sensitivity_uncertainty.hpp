@@ -9,8 +9,9 @@
 namespace adalora {
 
 /// s(θ) = Ī · Ū with I = |θ·∇θ|, Ī ← β1 Ī + (1 − β1) I, Ū ← β2 Ū + (1 − β2) |I − Ī| (no bias correction).
-/// Every product and sum is rounded to float32 separately, in PEFT's order, so results match it bit for bit
-/// (compile without fused multiply-add contraction; the CMake target adds -ffp-contract=off).
+/// Every product and sum is rounded to float32 separately, in PEFT's order, so results match it bit for bit: in device
+/// code with explicitly rounded operations (detail::mul_rn, add_rn: no fused multiply-add whatever nvcc's -fmad says),
+/// on the host with the plain operators (compile without contraction; the CMake target adds -ffp-contract=off).
 struct sensitivity_uncertainty {
   using importance_metric_concept = importance_metric_tag;
   static constexpr std::size_t state_count = 2;  // [0] Ī, [1] Ū
@@ -31,15 +32,18 @@ struct sensitivity_uncertainty {
         one_minus_beta2(static_cast<float>(1.0 - c.beta2)) {}
 
   ADALORA_HOST_DEVICE void update(float theta, float grad, float (&state)[state_count]) const noexcept {
-    const float ipt = detail::abs_f(theta * grad);
-    const float smoothed_old = beta1 * state[0];
-    const float smoothed = smoothed_old + one_minus_beta1 * ipt;
-    const float uncertainty_old = beta2 * state[1];
+    using detail::add_rn, detail::mul_rn;
+    const float ipt = detail::abs_f(mul_rn(theta, grad));
+    const float smoothed_old = mul_rn(beta1, state[0]);
+    const float smoothed = add_rn(smoothed_old, mul_rn(one_minus_beta1, ipt));
+    const float uncertainty_old = mul_rn(beta2, state[1]);
     state[0] = smoothed;
-    state[1] = uncertainty_old + one_minus_beta2 * detail::abs_f(ipt - smoothed);
+    state[1] = add_rn(uncertainty_old, mul_rn(one_minus_beta2, detail::abs_f(detail::sub_rn(ipt, smoothed))));
   }
 
-  ADALORA_HOST_DEVICE float score(const float (&state)[state_count]) const noexcept { return state[0] * state[1]; }
+  ADALORA_HOST_DEVICE float score(const float (&state)[state_count]) const noexcept {
+    return detail::mul_rn(state[0], state[1]);
+  }
 };
 
 static_assert(ImportanceMetric<sensitivity_uncertainty>);

@@ -8,15 +8,19 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <memory>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <string>
 #include <utility>
 
+#include <thrust/for_each.h>
+#include <thrust/iterator/counting_iterator.h>
 #include <thrust/system/cuda/error.h>
 #include <thrust/system/cuda/execution_policy.h>
 #include <thrust/system_error.h>
@@ -24,8 +28,11 @@
 #include <cub/device/device_radix_sort.cuh>
 
 #include "adalora/backends/backend.hpp"
+#include "adalora/backends/block_cache.hpp"
 #include "adalora/backends/cuda/cuda_error.cuh"
+#include "adalora/backends/cuda/cuda_memory.cuh"
 #include "adalora/backends/cuda/tile_lanes_kernel.cuh"
+#include "adalora/backends/kth_order.hpp"
 #include "adalora/backends/thrust/thrust_backend_generic.hpp"
 #include "adalora/core/error.hpp"
 #include "adalora/core/memory_space.hpp"
@@ -42,82 +49,6 @@ inline void cublas_check(cublasStatus_t status, const char* what) {
                        cublasGetStatusString(status) + ")",
                    cudaErrorUnknown);
 }
-
-/// An owning array of n values of T in device memory, allocated, zeroed and freed in the order of one stream
-/// (cudaMallocAsync / cudaMemsetAsync / cudaFreeAsync), so it never waits for the device. The stream must outlive
-/// the buffer. Moves keep the data where it is and never throw; copies are deep (device to device, same stream).
-template <class T>
-class cuda_buffer {
-public:
-  using value_type = T;
-
-  cuda_buffer() noexcept = default;
-  /// n zeros (or n uninitialized values when `zero` is false) on `stream`.
-  cuda_buffer(std::size_t n, cudaStream_t stream, bool zero = true) : stream_(stream) {
-    if (n == 0) return;
-    if (n > std::numeric_limits<std::size_t>::max() / sizeof(T))
-      throw cuda_error("adalora CUDA backend: a buffer of " + std::to_string(n) + " elements of " +
-                           std::to_string(sizeof(T)) + " bytes does not fit in memory",
-                       cudaErrorMemoryAllocation);
-    void* p = nullptr;
-    cuda_check(cudaMallocAsync(&p, n * sizeof(T), stream), "cudaMallocAsync");
-    data_ = static_cast<T*>(p);
-    size_ = n;
-    if (zero) {
-      const cudaError_t code = cudaMemsetAsync(data_, 0, n * sizeof(T), stream);
-      if (code != cudaSuccess) {
-        release();
-        cuda_check(code, "cudaMemsetAsync");
-      }
-    }
-  }
-  cuda_buffer(const cuda_buffer& other) : cuda_buffer(other.size_, other.stream_, false) {
-    if (size_ == 0) return;
-    const cudaError_t code = cudaMemcpyAsync(data_, other.data_, size_ * sizeof(T), cudaMemcpyDeviceToDevice, stream_);
-    if (code != cudaSuccess) {
-      release();
-      cuda_check(code, "cudaMemcpyAsync (device to device)");
-    }
-  }
-  cuda_buffer(cuda_buffer&& other) noexcept { swap(other); }
-  cuda_buffer& operator=(const cuda_buffer& other) {
-    if (this != &other) {
-      cuda_buffer copy(other);
-      swap(copy);
-    }
-    return *this;
-  }
-  cuda_buffer& operator=(cuda_buffer&& other) noexcept {
-    cuda_buffer old(std::move(*this));
-    swap(other);
-    return *this;
-  }
-  ~cuda_buffer() { release(); }
-
-  T* data() noexcept { return data_; }
-  const T* data() const noexcept { return data_; }
-  std::size_t size() const noexcept { return size_; }
-  cudaStream_t stream() const noexcept { return stream_; }
-
-  void swap(cuda_buffer& other) noexcept {
-    std::swap(data_, other.data_);
-    std::swap(size_, other.size_);
-    std::swap(stream_, other.stream_);
-  }
-
-private:
-  // Destructors cannot report errors: a failed free (the context is already broken) is dropped, and the runtime's
-  // last-error slot cleared so that the next checked call does not pick it up.
-  void release() noexcept {
-    if (data_ && cudaFreeAsync(data_, stream_) != cudaSuccess) (void)cudaGetLastError();
-    data_ = nullptr;
-    size_ = 0;
-  }
-
-  T* data_ = nullptr;
-  std::size_t size_ = 0;
-  cudaStream_t stream_ = nullptr;
-};
 
 /// One cuBLAS handle, created on first use and shared by the copies of a cuda_system. cuBLAS handles must not be
 /// used by two host threads at once: the lock serializes the (asynchronous) calls that go through it.
@@ -150,6 +81,61 @@ private:
   cublasHandle_t handle_ = nullptr;
 };
 
+/// What the copies of a cuda_system share: the cuBLAS handle, how device memory is taken (decided at the first
+/// allocation, which asks the device whether it has memory pools), the scratch cache that keeps Thrust's temporaries
+/// and kth_smallest's buffers across calls, and the count of device allocations.
+class cuda_resources {
+public:
+  cuda_resources(cudaStream_t stream, cuda_allocation allocation) : stream_(stream), allocation_(allocation) {}
+  cuda_resources(const cuda_resources&) = delete;
+  cuda_resources& operator=(const cuda_resources&) = delete;
+
+  /// The memory every buffer and scratch block of the system comes from (asks the device once).
+  cuda_memory memory() {
+    std::call_once(resolved_, [&] {
+      memory_ = {stream_, allocation_ == cuda_allocation::automatic && memory_pools_supported()};
+      scratch_.emplace(memory_);
+      ready_ = true;
+    });
+    return memory_;
+  }
+  block_cache<cuda_memory>& scratch() {
+    (void)memory();
+    return *scratch_;
+  }
+  /// Hands a scratch block back (the cache exists: the block came from it).
+  void return_scratch(void* p) noexcept {
+    if (ready_) scratch_->deallocate(p);
+  }
+  /// Blocks the scratch cache has taken from the device so far.
+  std::size_t scratch_taken() const { return ready_ ? scratch_->resource_allocations() : 0; }
+
+  cublas_handle blas;
+  std::atomic<std::size_t> buffer_allocations{0};
+
+private:
+  cudaStream_t stream_;
+  cuda_allocation allocation_;
+  std::once_flag resolved_;
+  cuda_memory memory_{};
+  std::optional<block_cache<cuda_memory>> scratch_;
+  std::atomic<bool> ready_{false};
+};
+
+/// Thrust's temporary storage from the system's scratch cache (an allocator attached to the execution policy): kept
+/// across algorithms, so that a count or a sum repeated every step takes no device memory after its first run.
+/// A plain pointer, so that Thrust can copy the policy in host+device code: the system that made the policy (its
+/// thrust_backend holds both) owns the resources.
+struct cuda_scratch_allocator {
+  using value_type = char;
+  cuda_resources* resources;
+
+  char* allocate(std::ptrdiff_t bytes) const {
+    return static_cast<char*>(resources->scratch().allocate(static_cast<std::size_t>(bytes)));
+  }
+  void deallocate(char* p, std::size_t) const noexcept { resources->return_scratch(p); }
+};
+
 inline cublasOperation_t cublas_op(transpose t) noexcept {
   return t == transpose::yes ? CUBLAS_OP_T : CUBLAS_OP_N;
 }
@@ -169,7 +155,13 @@ inline int cublas_int(std::size_t v, const char* what) {
 /// stream when none is given); work that hands a value to the host (count_if, transform_sum, kth_smallest,
 /// copy_to_host) waits for the stream, copy_from_host waits too (the host memory may be reused as soon as it
 /// returns), everything else only queues. Errors of the CUDA runtime, Thrust, CUB and cuBLAS become cuda_error on
-/// the host; device code never throws. Copies of the system share its stream and its cuBLAS handle.
+/// the host; device code never throws. Copies of the system share its stream, its cuBLAS handle and its scratch.
+///
+/// Device memory (cuda_allocation): buffers and scratch are stream-ordered (cudaMallocAsync from the device's default
+/// memory pool) where the device supports memory pools, else, or with cuda_allocation::synchronous, cudaMalloc /
+/// cudaFree. Scratch (Thrust's temporary storage, kth_smallest's sort buffers) is kept in a cache across calls and
+/// freed with the last copy of the system (or by release_scratch()), so that repeated work with the same sizes, such
+/// as the allocator's step, takes no device memory after its first run (device_allocations() counts what it takes).
 class cuda_system {
 public:
   using thrust_system_concept = thrust_system_tag;
@@ -180,17 +172,37 @@ public:
 
   /// On the legacy default stream.
   cuda_system() : cuda_system(cudaStream_t{}) {}
-  /// On the caller's stream, which must outlive the system, its copies and every buffer they allocate.
-  cuda_system(cudaStream_t stream) : stream_(stream), blas_(std::make_shared<detail::cublas_handle>()) {}
+  /// On the caller's stream, which must outlive the system, its copies and every buffer they allocate. Nothing is
+  /// asked of the device before the first allocation.
+  cuda_system(cudaStream_t stream, cuda_allocation allocation = cuda_allocation::automatic)
+      : stream_(stream), shared_(std::make_shared<detail::cuda_resources>(stream, allocation)) {}
 
   cudaStream_t stream() const noexcept { return stream_; }
 
-  /// Thrust's CUDA policy on the stream, without the synchronization Thrust adds after each algorithm by default.
-  auto policy() const noexcept { return thrust::cuda::par_nosync.on(stream_); }
+  /// Whether device memory is stream-ordered (cudaMallocAsync) rather than cudaMalloc'd; asks the device the first
+  /// time (cuda_error when there is none).
+  bool stream_ordered_memory() const { return shared_->memory().pooled; }
+
+  /// Device allocations made so far by this system and its copies: buffers, and scratch blocks taken from the device
+  /// (not those the scratch cache handed out again).
+  std::size_t device_allocations() const {
+    return shared_->buffer_allocations.load() + shared_->scratch_taken();
+  }
+
+  /// Gives the scratch blocks not in use back to the device (the next call that needs scratch takes memory again).
+  void release_scratch() const { shared_->scratch().release(); }
+
+  /// Thrust's CUDA policy on the stream, without the synchronization Thrust adds after each algorithm by default, and
+  /// with the scratch cache for Thrust's temporary storage: valid while this system or a copy of it lives.
+  auto policy() const noexcept {
+    return thrust::cuda::par_nosync(detail::cuda_scratch_allocator{shared_.get()}).on(stream_);
+  }
 
   template <class T>
   buffer<T> allocate(std::size_t n) const {
-    return buffer<T>(n, stream_);
+    buffer<T> b(n, shared_->memory());
+    if (n) ++shared_->buffer_allocations;
+    return b;
   }
 
   template <class T>
@@ -232,7 +244,7 @@ public:
     const int im = detail::cublas_int(m, "m"), in = detail::cublas_int(n, "n"), ik = detail::cublas_int(k, "k");
     const int ilda = detail::cublas_int(lda, "lda"), ildb = detail::cublas_int(ldb, "ldb");
     const int ildc = detail::cublas_int(ldc, "ldc");
-    blas_->with(stream_, [&](cublasHandle_t h) {
+    shared_->blas.with(stream_, [&](cublasHandle_t h) {
       // alpha and beta are read from the host before cublasSgemm returns (the default host pointer mode).
       detail::cublas_check(cublasSgemm(h, detail::cublas_op(op_b), detail::cublas_op(op_a), in, im, ik, &alpha, b, ildb,
                                        a, ilda, &beta, c, ildc),
@@ -246,26 +258,31 @@ public:
     detail::launch_tile_lanes(f, tiles, stream_);
   }
 
-  /// The k-th smallest of n floats (k in [1, n]): a CUB radix sort of a copy (temporary storage sized first, then
-  /// allocated on the stream), then one value copied back. -0 and +0 sort as equal, which the mask cannot tell apart.
+  /// The k-th smallest of n floats (k in [1, n]) in the order every backend shares (backends/kth_order.hpp): the
+  /// floats' order keys, a CUB radix sort of them (temporary storage sized first), then one key copied back. The keys
+  /// and the sort's storage are scratch, kept for the next call.
   float kth_smallest(const float* v, std::size_t n, std::size_t k) const {
+    using block = detail::cache_block<detail::cuda_memory>;
+    auto& cache = shared_->scratch();
+    const block keys(cache, n * sizeof(std::uint32_t)), sorted(cache, n * sizeof(std::uint32_t));
+    thrust::for_each(policy(), thrust::counting_iterator<std::size_t>(0), thrust::counting_iterator<std::size_t>(n),
+                     detail::kth_order_key_fn{v, keys.data<std::uint32_t>()});
     std::size_t temp_bytes = 0;
-    detail::cuda_check(cub::DeviceRadixSort::SortKeys(nullptr, temp_bytes, v, static_cast<float*>(nullptr), n, 0,
-                                                      static_cast<int>(sizeof(float) * 8), stream_),
+    detail::cuda_check(cub::DeviceRadixSort::SortKeys(nullptr, temp_bytes, keys.data<const std::uint32_t>(),
+                                                      sorted.data<std::uint32_t>(), n, 0, 32, stream_),
                        "cub::DeviceRadixSort::SortKeys (temporary storage size)");
-    buffer<float> sorted(n, stream_, false);
-    buffer<std::uint8_t> temp(temp_bytes, stream_, false);
-    detail::cuda_check(cub::DeviceRadixSort::SortKeys(temp.data(), temp_bytes, v, sorted.data(), n, 0,
-                                                      static_cast<int>(sizeof(float) * 8), stream_),
+    const block temp(cache, temp_bytes);
+    detail::cuda_check(cub::DeviceRadixSort::SortKeys(temp.data(), temp_bytes, keys.data<const std::uint32_t>(),
+                                                      sorted.data<std::uint32_t>(), n, 0, 32, stream_),
                        "cub::DeviceRadixSort::SortKeys");
-    float result = 0.0f;
-    copy_to_host(sorted.data() + (k - 1), 1, &result);
-    return result;
+    std::uint32_t key = 0;
+    copy_to_host(sorted.data<const std::uint32_t>() + (k - 1), 1, &key);
+    return detail::kth_order_value(key);
   }
 
 private:
   cudaStream_t stream_ = nullptr;
-  std::shared_ptr<detail::cublas_handle> blas_;
+  std::shared_ptr<detail::cuda_resources> shared_;
 };
 
 static_assert(ThrustSystem<cuda_system>);

@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "adalora/allocation/tile_lanes.hpp"
 #include "adalora/backends/cuda/cuda_error.cuh"
@@ -32,8 +33,9 @@ __global__ void __launch_bounds__(plan_lanes) tile_lanes_kernel(F f, std::size_t
     if (lane % 32 == 0) warp_counts[lane / 32] = count;
     __syncthreads();
     const tile_lanes layout = f.lanes(t);  // the same in every thread: the barriers below are uniform
+    const std::size_t group = lane_group(layout, lane);
     for (std::size_t half = lane_tree_first_half(layout.groups); half > 0; half /= 2) {
-      lane_tree_step(sums, layout, half, lane);
+      lane_tree_step(sums, layout, half, lane, group);
       __syncthreads();
     }
     std::uint32_t non_finite = 0;
@@ -49,8 +51,16 @@ void launch_tile_lanes(const F& f, std::size_t tiles, cudaStream_t stream) {
   if (tiles == 0) return;
   constexpr std::size_t max_blocks = std::size_t{1} << 20;  // beyond: blocks loop over tiles
   const auto blocks = static_cast<unsigned>(tiles < max_blocks ? tiles : max_blocks);
+  // The runtime's last-error slot may hold an error of earlier work (another library's launch that nobody checked):
+  // taken out first, so that it is not reported as this launch's, and named if this launch fails too.
+  const cudaError_t earlier = cudaGetLastError();
   tile_lanes_kernel<F><<<blocks, static_cast<unsigned>(plan_lanes), 0, stream>>>(f, tiles);
-  cuda_check(cudaGetLastError(), "tile_lanes_kernel launch");
+  const cudaError_t code = cudaGetLastError();
+  if (code != cudaSuccess)
+    throw cuda_error("adalora CUDA backend: tile_lanes_kernel launch failed: " + cuda_error_text(code) +
+                         (earlier == cudaSuccess ? std::string()
+                                                 : "; an earlier CUDA error was pending: " + cuda_error_text(earlier)),
+                     code);
 }
 
 }  // namespace adalora::detail

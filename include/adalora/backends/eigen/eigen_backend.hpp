@@ -4,13 +4,10 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cstddef>
-#include <cstring>
-#include <string>
-#include <vector>
 
 #include "adalora/backends/backend.hpp"
 #include "adalora/backends/host_loop_primitives.hpp"
-#include "adalora/core/error.hpp"
+#include "adalora/backends/kth_order.hpp"
 
 namespace adalora {
 
@@ -62,11 +59,8 @@ struct eigen_backend : detail::host_loop_primitives {
   }
 
   float kth_smallest(const float* v, std::size_t n, std::size_t k) const {
-    if (k < 1 || k > n)
-      throw usage_error("kth_smallest: k = " + std::to_string(k) + " is outside [1, " + std::to_string(n) + "]");
-    std::vector<float> tmp(v, v + n);
-    std::nth_element(tmp.begin(), tmp.begin() + static_cast<std::ptrdiff_t>(k - 1), tmp.end());
-    return tmp[k - 1];
+    detail::check_kth_argument(n, k);
+    return detail::kth_smallest_on_host(v, n, k);
   }
 
 

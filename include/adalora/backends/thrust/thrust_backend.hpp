@@ -6,7 +6,6 @@
 #include <cstddef>
 #include <type_traits>
 #include <utility>
-#include <vector>
 
 #include <thrust/copy.h>
 #include <thrust/system/cpp/execution_policy.h>
@@ -15,6 +14,7 @@
 #include <thrust/system/omp/vector.h>
 
 #include "adalora/backends/backend.hpp"
+#include "adalora/backends/kth_order.hpp"
 #include "adalora/backends/thrust/thrust_backend_generic.hpp"
 #include "adalora/core/memory_space.hpp"
 
@@ -74,15 +74,11 @@ struct thrust_omp_system
   static constexpr const char* name = "thrust-omp";
   static constexpr bool reduce_in_tiles = true;
 
-  /// The selection over the b0 triplet scores (thousands of floats) as one std::nth_element on a copy: the generic
-  /// counting radix select would open 32 parallel regions for it. (thrust-cpp keeps the generic formulation, which
-  /// its tests cover.)
+  /// The selection over the b0 triplet scores (thousands of floats) as one std::nth_element on a copy of their keys
+  /// (detail::kth_smallest_on_host): the generic counting radix select would open 32 parallel regions for it.
+  /// (thrust-cpp keeps the generic formulation, which its tests cover.)
   float kth_smallest(const float* v, std::size_t n, std::size_t k) const {
-    std::vector<float> copy(v, v + n);
-    std::nth_element(copy.begin(), copy.begin() + static_cast<std::ptrdiff_t>(k - 1), copy.end(), [](float a, float b) {
-      return detail::thrust_float_order_key(a) < detail::thrust_float_order_key(b);
-    });
-    return copy[k - 1];
+    return detail::kth_smallest_on_host(v, n, k);
   }
 };
 

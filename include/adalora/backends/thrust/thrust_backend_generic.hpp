@@ -4,8 +4,6 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
-#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -23,6 +21,7 @@
 #include <thrust/transform_reduce.h>
 
 #include "adalora/backends/backend.hpp"
+#include "adalora/backends/kth_order.hpp"
 #include "adalora/backends/thrust/thrust_gemm.hpp"
 #include "adalora/core/error.hpp"
 #include "adalora/core/host_device.hpp"
@@ -43,7 +42,8 @@ struct thrust_probe_task {
 /// A Thrust system descriptor: where a `thrust_backend` runs and how it reaches that memory.
 ///  1. names `thrust_system_tag` as its `thrust_system_concept`, a `MemorySpace` as its `memory_space`, and has a
 ///     `static constexpr const char* name` (the backend's name);
-///  2. `s.policy()` returns the Thrust execution policy every algorithm runs with (copyable, stored by the backend);
+///  2. `s.policy()` returns the Thrust execution policy every algorithm runs with (copyable, stored by the backend,
+///     valid while the system or a copy of it lives);
 ///  3. `s.template allocate<T>(n)` returns an owning buffer (`data()` → `T*`, `size()`) of n zeros in that memory
 ///     space, for T = float, std::uint8_t and std::size_t; the buffer is default-constructible, and moving it never
 ///     throws and keeps `data()` (views of a buffer survive the buffer moving, e.g. inside a std::vector);
@@ -200,24 +200,11 @@ struct thrust_col_value_fn {
 struct thrust_round_to_float_fn {
   ADALORA_HOST_DEVICE float operator()(double sum) const noexcept { return static_cast<float>(sum); }
 };
-/// The float's position in the total order of floats as an unsigned key (negatives reversed below the positives),
-/// and back: x < y ⇔ key(x) < key(y) for non-NaN floats, with -0 just below +0.
-ADALORA_HOST_DEVICE inline std::uint32_t thrust_float_order_key(float x) noexcept {
-  std::uint32_t u = 0;
-  std::memcpy(&u, &x, sizeof u);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-ADALORA_HOST_DEVICE inline float thrust_float_from_order_key(std::uint32_t key) noexcept {
-  const std::uint32_t u = (key & 0x80000000u) ? (key & 0x7fffffffu) : ~key;
-  float x = 0.0f;
-  std::memcpy(&x, &u, sizeof x);
-  return x;
-}
-/// True where v[i]'s order key is at most `bound`.
+/// True where v[i]'s key in kth_smallest's order (backends/kth_order.hpp) is at most `bound`.
 struct thrust_key_at_most_fn {
   const float* v;
   std::uint32_t bound;
-  ADALORA_HOST_DEVICE bool operator()(std::size_t i) const noexcept { return thrust_float_order_key(v[i]) <= bound; }
+  ADALORA_HOST_DEVICE bool operator()(std::size_t i) const noexcept { return kth_order_key(v[i]) <= bound; }
 };
 
 /// out[i] = value.
@@ -347,15 +334,16 @@ public:
       for_each(m * n, detail::thrust_gemm_fn{g, out});
   }
 
+  /// In the order every backend shares (backends/kth_order.hpp).
   float kth_smallest(const float* v, std::size_t n, std::size_t k) const {
-    if (k < 1 || k > n)
-      throw usage_error("kth_smallest: k = " + std::to_string(k) + " is outside [1, " + std::to_string(n) + "]");
+    detail::check_kth_argument(n, k);
     return system_.guarded([&] {
       if constexpr (detail::thrust_system_with_kth_smallest<System>) {
         return static_cast<float>(system_.kth_smallest(v, n, k));
       } else {
-        // A radix select by counting: the k-th smallest has the least order key K with #{i : key(v_i) ≤ K} ≥ k.
-        // 32 halvings of the key range, each one count_if over v; exact, and without temporary storage.
+        // A radix select by counting: the k-th smallest has the least order key K with #{i : key(v_i) ≤ K} ≥ k
+        // (K is the key of an element). 32 halvings of the key range, each one count_if over v; exact, and without
+        // temporary storage.
         std::uint32_t lo = 0, hi = 0xffffffffu;
         while (lo < hi) {
           const std::uint32_t mid = lo + (hi - lo) / 2;
@@ -364,7 +352,7 @@ public:
           else
             lo = mid + 1;
         }
-        return detail::thrust_float_from_order_key(lo);
+        return detail::kth_order_value(lo);
       }
     });
   }

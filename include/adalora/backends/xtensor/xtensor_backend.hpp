@@ -1,22 +1,20 @@
-// The xtensor backend: host memory, xtensor adaptors over the raw pointers for the reductions, k-th smallest and GEMM.
+// The xtensor backend: host memory, xtensor adaptors over the raw pointers for the reductions and GEMM.
 #pragma once
 
 #include <algorithm>
 #include <array>
 #include <cstddef>
-#include <string>
 #include <utility>
 
 #include <xtensor/xadapt.hpp>
 #include <xtensor/xmath.hpp>
 #include <xtensor/xnoalias.hpp>
-#include <xtensor/xsort.hpp>
 #include <xtensor/xtensor.hpp>
 
 #include "adalora/backends/backend.hpp"
 #include "adalora/backends/gemm_dots.hpp"
 #include "adalora/backends/host_loop_primitives.hpp"
-#include "adalora/core/error.hpp"
+#include "adalora/backends/kth_order.hpp"
 
 namespace adalora {
 
@@ -85,12 +83,10 @@ struct xtensor_backend : detail::host_loop_primitives {
     }
   }
 
+  /// In the order every backend shares (backends/kth_order.hpp), which xt::partition's `<` does not give with NaN.
   float kth_smallest(const float* v, std::size_t n, std::size_t k) const {
-    if (k < 1 || k > n)
-      throw usage_error("kth_smallest: k = " + std::to_string(k) + " is outside [1, " + std::to_string(n) + "]");
-    // a partitioned copy (std::nth_element inside): exact, and the input is left as it was
-    const auto partitioned = xt::partition(detail::xt_vector(v, n), k - 1, xt::xnone());
-    return partitioned.unchecked(k - 1);
+    detail::check_kth_argument(n, k);
+    return detail::kth_smallest_on_host(v, n, k);
   }
 
 };
