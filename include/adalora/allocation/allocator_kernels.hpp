@@ -244,11 +244,18 @@ struct fused_importance_fn {
     std::uint32_t non_finite = 0;
     [[maybe_unused]] float scores[Score ? score_block : 1];
     const std::size_t end = tile.begin + tile.count;
-    element_walk<Contiguous> at(tile.begin, 1, x.cols);
+    [[maybe_unused]] element_walk<Contiguous> walk(tile.begin, 1, x.cols);  // strided: row and column as it goes
     for (std::size_t first = tile.begin; first < end; first += score_block) {
       const std::size_t n = end - first < score_block ? end - first : score_block;
-      for (std::size_t j = 0; j < n; ++j, at.next())
-        non_finite += element(m, in, out, plane, x, at, scores[Score ? j : 0]) ? 0u : 1u;
+      for (std::size_t j = 0; j < n; ++j) {
+        if constexpr (Contiguous) {  // the index alone, so that the block's loop vectorizes as a plain one
+          non_finite += element(m, in, out, plane, x, element_walk<true>(first + j, 1, x.cols), scores[Score ? j : 0])
+                            ? 0u : 1u;
+        } else {
+          non_finite += element(m, in, out, plane, x, walk, scores[Score ? j : 0]) ? 0u : 1u;
+          walk.next();
+        }
+      }
       if constexpr (Score) sink.add(first, scores, n);
     }
     return non_finite;

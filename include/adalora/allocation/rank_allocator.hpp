@@ -401,6 +401,9 @@ private:
       auto scores = backend_.template allocate<float>(b0);
       auto keep = backend_.template allocate<std::uint8_t>(b0);
       auto bad = backend_.template allocate<std::uint32_t>(plan.tiles.size());
+      // the selection's scratch (a backend that keeps some, e.g. CUDA's sort buffers), so that no step after the
+      // first takes memory
+      if constexpr (requires { backend_.reserve_kth_smallest(b0); }) backend_.reserve_kth_smallest(b0);
       // nothing above changed the allocator; commit
       plan_ = std::move(plan);
       tiles_ = std::move(tiles);

@@ -264,14 +264,11 @@ public:
   float kth_smallest(const float* v, std::size_t n, std::size_t k) const {
     using block = detail::cache_block<detail::cuda_memory>;
     auto& cache = shared_->scratch();
+    std::size_t temp_bytes = kth_sort_bytes(n);
     const block keys(cache, n * sizeof(std::uint32_t)), sorted(cache, n * sizeof(std::uint32_t));
+    const block temp(cache, temp_bytes);
     thrust::for_each(policy(), thrust::counting_iterator<std::size_t>(0), thrust::counting_iterator<std::size_t>(n),
                      detail::kth_order_key_fn{v, keys.data<std::uint32_t>()});
-    std::size_t temp_bytes = 0;
-    detail::cuda_check(cub::DeviceRadixSort::SortKeys(nullptr, temp_bytes, keys.data<const std::uint32_t>(),
-                                                      sorted.data<std::uint32_t>(), n, 0, 32, stream_),
-                       "cub::DeviceRadixSort::SortKeys (temporary storage size)");
-    const block temp(cache, temp_bytes);
     detail::cuda_check(cub::DeviceRadixSort::SortKeys(temp.data(), temp_bytes, keys.data<const std::uint32_t>(),
                                                       sorted.data<std::uint32_t>(), n, 0, 32, stream_),
                        "cub::DeviceRadixSort::SortKeys");
@@ -280,7 +277,26 @@ public:
     return detail::kth_order_value(key);
   }
 
+  /// Takes the scratch that kth_smallest over n floats needs now, so that the first selection takes no device memory
+  /// (the allocator reserves its selection when it prepares its plan, before the first step).
+  void reserve_kth_smallest(std::size_t n) const {
+    using block = detail::cache_block<detail::cuda_memory>;
+    auto& cache = shared_->scratch();
+    const std::size_t temp_bytes = kth_sort_bytes(n);
+    const block keys(cache, n * sizeof(std::uint32_t)), sorted(cache, n * sizeof(std::uint32_t));
+    const block temp(cache, temp_bytes);
+  }
+
 private:
+  /// The temporary storage of a CUB radix sort of n 32-bit keys (a size query: no device work).
+  std::size_t kth_sort_bytes(std::size_t n) const {
+    std::size_t bytes = 0;
+    detail::cuda_check(cub::DeviceRadixSort::SortKeys(nullptr, bytes, static_cast<const std::uint32_t*>(nullptr),
+                                                      static_cast<std::uint32_t*>(nullptr), n, 0, 32, stream_),
+                       "cub::DeviceRadixSort::SortKeys (temporary storage size)");
+    return bytes;
+  }
+
   cudaStream_t stream_ = nullptr;
   std::shared_ptr<detail::cuda_resources> shared_;
 };

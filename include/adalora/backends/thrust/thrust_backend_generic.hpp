@@ -51,7 +51,8 @@ struct thrust_probe_task {
 ///     finished when they return; `s.synchronize()` waits for all work queued with the policy;
 ///  5. `s.guarded(f)` runs `f()` and turns the system's own errors into `adalora::error`s (device code never throws).
 /// Optionally, `s.gemm(...)` (the Backend signature, called with m, n, k ≥ 1) and `s.kth_smallest(v, n, k)` (k already
-/// checked) replace the generic Thrust formulations with a tuned library (cuBLAS, CUB); `s.for_each_tile_lanes(n, f)`
+/// checked) replace the generic Thrust formulations with a tuned library (cuBLAS, CUB), `s.reserve_kth_smallest(n)`
+/// takes ahead of time the scratch memory such a selection over n floats needs; `s.for_each_tile_lanes(n, f)`
 /// launches tiled passes in block form (a GPU's thread blocks); and a host system may set
 /// `static constexpr bool reduce_in_tiles = true` to reduce with thrust::for_each alone (see thrust_backend).
 template <class S>
@@ -355,6 +356,14 @@ public:
         return detail::kth_order_value(lo);
       }
     });
+  }
+
+  /// Takes the scratch memory kth_smallest over n floats needs ahead of time, on a system whose selection uses some
+  /// (the CUDA system): an algorithm that selects over the same n every step then allocates nothing in its steps.
+  void reserve_kth_smallest(std::size_t n) const
+    requires requires(const System& s, std::size_t m) { s.reserve_kth_smallest(m); }
+  {
+    if (n) system_.guarded([&] { system_.reserve_kth_smallest(n); });
   }
 
   template <class T>
