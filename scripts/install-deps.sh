@@ -2,6 +2,7 @@
 # Installs the Debian/Ubuntu packages adalora needs to build and test, only those missing (quick when all are there).
 #   bash scripts/install-deps.sh           compiler, CMake, Eigen, Catch2 v2, nlohmann_json, xtensor
 #   bash scripts/install-deps.sh --bench   the same plus Google Benchmark
+#   bash scripts/install-deps.sh --mpi     the same plus OpenMPI (the MPI communicator, its tests and example)
 # ADALORA_SKIP_DEPS=1 skips it (e.g. when the dependencies come from elsewhere).
 set -euo pipefail
 self="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
@@ -10,13 +11,15 @@ cd "$(dirname "$self")/.."
 # The packages, one variable per group; add a backend's package to its own group (e.g. libxtensor-dev) here.
 ADALORA_DEPS=(build-essential cmake libeigen3-dev catch2 nlohmann-json3-dev libxtensor-dev)
 ADALORA_BENCH_DEPS=(libbenchmark-dev)
+ADALORA_MPI_DEPS=(libopenmpi-dev openmpi-bin)
 
 packages=("${ADALORA_DEPS[@]}")
 for arg in "$@"; do
   case "$arg" in
     --bench) packages+=("${ADALORA_BENCH_DEPS[@]}") ;;
+    --mpi) packages+=("${ADALORA_MPI_DEPS[@]}") ;;
     -h | --help)
-      sed -n '2,5p' "$self" | sed 's/^# \{0,1\}//'
+      sed -n '2,6p' "$self" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)

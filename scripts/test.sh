@@ -38,7 +38,8 @@ section "the repository is self-contained"
 bash scripts/check-self-contained.sh
 
 section "dependencies"
-bash scripts/install-deps.sh
+# with OpenMPI: the MPI communicator's tests run under mpiexec (2, 3 and 4 ranks)
+bash scripts/install-deps.sh --mpi
 
 # The Python environment with torch and PEFT (made once, then cached: scripts/python-env.sh): the tests against the
 # real PEFT (the adapter round trip, the shipped traces' --check) run with it.

@@ -9,6 +9,7 @@
 #   test_cuda_adapters    SVD / LoRA adapters and the orthogonal regularizer against reference/, AdamW
 #   test_cuda_validate    the validation API (CUDA against Eigen), allocator checkpoint resume
 #   adalora_trace_cuda    adalora-trace --backend cuda on every trace in ADALORA_TRACES_DIR
+#   test_cuda_distributed the distributed allocator: ranks as threads on the CUDA backend, NCCL (one rank per GPU)
 find_package(Catch2 2.13 REQUIRED)
 
 set(_adalora_cuda_tests_dir "${CMAKE_CURRENT_LIST_DIR}")
@@ -42,4 +43,14 @@ if(TARGET adalora-trace)
   file(GLOB _adalora_cuda_trace_files "${ADALORA_TRACES_DIR}/*.safetensors")
   add_test(NAME adalora_trace_cuda COMMAND adalora-trace --backend cuda ${_adalora_cuda_trace_files})
   set_tests_properties(adalora_trace_cuda PROPERTIES LABELS cuda)
+endif()
+
+# The distributed allocator on the GPU (tests/distributed/): ranks as threads on the CUDA backend, and with NCCL
+# (adalora::nccl, cmake/distributed.cmake) one rank per visible GPU over nccl_communicator.
+find_package(Threads REQUIRED)
+adalora_add_cuda_test(test_cuda_distributed "${_adalora_cuda_tests_dir}/../distributed/test_cuda_distributed.cu")
+target_link_libraries(test_cuda_distributed PRIVATE Threads::Threads)
+if(TARGET adalora::nccl)
+  target_link_libraries(test_cuda_distributed PRIVATE adalora::nccl)
+  target_compile_definitions(test_cuda_distributed PRIVATE ADALORA_TEST_NCCL)
 endif()

@@ -97,6 +97,7 @@ ADALORA_HOST_DEVICE constexpr tile_lanes lanes_of(tile_kind kind, std::size_t co
     case tile_kind::p_rows:
       return cols <= plan_lanes ? tile_lanes{plan_lanes / cols, cols} : tile_lanes{};
     case tile_kind::lambda:
+    case tile_kind::split:
       break;
   }
   return {};
@@ -134,15 +135,22 @@ struct lane_sum_sink {
     for (std::size_t c = 0; c < lanes.cols; ++c) partial[slot + c] = sums[c];
   }
 };
-/// A λ tile stores element i's score at lambda_scores[slot + i].
-struct lambda_sink {
+/// A tile whose element scores are stored one by one: element i's score at lambda_scores[slot + i − origin]. A λ
+/// tile has origin 0 (i is the singular value's index), a split tile its first element.
+struct element_score_sink {
   float* lambda_scores;
   std::size_t slot;
+  std::size_t origin;
   ADALORA_HOST_DEVICE void add(std::size_t first, const float* scores, std::size_t n) const noexcept {
-    for (std::size_t j = 0; j < n; ++j) lambda_scores[slot + first + j] = scores[j];
+    for (std::size_t j = 0; j < n; ++j) lambda_scores[slot + (first - origin) + j] = scores[j];
   }
   ADALORA_HOST_DEVICE void finish() const noexcept {}
 };
+
+/// Where element i of a tile whose scores are stored one by one goes (element_score_sink's origin).
+ADALORA_HOST_DEVICE inline std::size_t element_score_origin(const plan_tile& tile) noexcept {
+  return tile.kind == tile_kind::split ? tile.begin : 0;
+}
 /// A P tile of more than plan_lanes columns (whole rows of lora_B, `cols` = r columns, starting at a row): column c
 /// summed into partial[slot + c] in row order, from 0.
 struct column_sum_sink {
@@ -182,8 +190,8 @@ template <class F>
 ADALORA_HOST_DEVICE void with_tile_sink(const plan_tile& tile, std::size_t cols, double* partial, float* lambda_scores,
                                         F&& f) noexcept {
   const tile_lanes lanes = lanes_of(tile.kind, cols);
-  if (tile.kind == tile_kind::lambda) {
-    lambda_sink sink{lambda_scores, tile.slot};
+  if (tile.kind == tile_kind::lambda || tile.kind == tile_kind::split) {
+    element_score_sink sink{lambda_scores, tile.slot, element_score_origin(tile)};
     f(sink);
   } else if (lanes.groups > 0) {
     lane_sum_sink sink(partial, tile.slot, lanes);
@@ -283,11 +291,11 @@ struct fused_importance_fn {
       r.non_finite += element(m, state_in, state_out, plane_size, x, at, score) ? 0u : 1u;
     };
     const tile_lanes l = lanes(t);
-    if (!Score || tile.kind == tile_kind::lambda) {
+    if (!Score || tile.kind == tile_kind::lambda || tile.kind == tile_kind::split) {
       element_walk<Contiguous> at(tile.begin + lane, plan_lanes, x.cols);
       for (std::size_t j = lane; j < tile.count; j += plan_lanes, at.next()) {
         visit(at);
-        if constexpr (Score) lambda_scores[tile.slot + tile.begin + j] = score;
+        if constexpr (Score) lambda_scores[tile.slot + (tile.begin - element_score_origin(tile)) + j] = score;
       }
     } else if (l.groups > 0) {
       element_walk<Contiguous> at(tile.begin + lane, l.width(), x.cols);

@@ -19,8 +19,15 @@
 #include "adalora/allocation/allocator_state.hpp"
 #include "adalora/allocation/step_plan.hpp"
 #include "adalora/backends/backend.hpp"
+#include "adalora/core/bfloat16.hpp"
 #include "adalora/core/config.hpp"
 #include "adalora/core/error.hpp"
+#include "adalora/distributed/communicator.hpp"
+#include "adalora/distributed/ownership.hpp"
+#include "adalora/distributed/score_exchange.hpp"
+#include "adalora/distributed/self_communicator.hpp"
+#include "adalora/distributed/shard_plan.hpp"
+#include "adalora/distributed/step_agreement.hpp"
 #include "adalora/importance/importance_metric.hpp"
 #include "adalora/importance/sensitivity_uncertainty.hpp"
 #include "adalora/schedules/budget_schedule.hpp"
@@ -36,6 +43,33 @@ M make_metric(const adalora_config& c) {
   else
     return M{};
 }
+
+template <class T>
+std::string value_type_name() {
+  if constexpr (std::is_same_v<T, float>)
+    return "float32";
+  else if constexpr (std::is_same_v<T, bfloat16>)
+    return "bfloat16";
+  else
+    return std::to_string(sizeof(T)) + "-byte values";
+}
+
+/// What a distributed allocator adds to a single-process one (nothing for a single-process communicator).
+template <Backend B, Communicator C, bool Distributed = !single_process_communicator<C>>
+struct collective_state {};
+
+template <Backend B, Communicator C>
+struct collective_state<B, C, true> {
+  collective_state(C c, ownership m, distributed_options o) : comm(std::move(c)), mode(m), options(o) {}
+  C comm;
+  ownership mode = ownership::replicated;
+  distributed_options options;
+  bool agreed = false;                  // the ranks' descriptions were exchanged and checked (first step)
+  std::int64_t union_b0 = 0;            // partitioned: over every rank's adapters, once agreed
+  std::int64_t union_adapters = 0;
+  std::optional<union_layout> layout;   // partitioned, once agreed
+  std::optional<score_exchange<B, C>> exchange;  // partitioned, once prepared
+};
 }  // namespace detail
 
 /// Allocates a global rank budget over registered SVD adapters, exactly as PEFT's RankAllocator does.
@@ -54,23 +88,54 @@ M make_metric(const adalora_config& c) {
 /// Errors: every precondition of a step (steps increasing, gradients present, parameters and gradients finite,
 /// importance available for the forced mask) is checked before anything changes; a failed step leaves the
 /// allocator and the adapters exactly as they were.
-template <Backend B, ImportanceMetric M = sensitivity_uncertainty, BudgetSchedule S = cubic_schedule, class T = float>
+///
+/// Many processes, one budget: with a Communicator other than self_communicator (the default) the allocator runs on
+/// every rank of a group and all of them reach the budget, threshold and masks of one process holding the union of
+/// their adapters (see distributed/ownership.hpp and README, "Many processes, one budget"). Every rank calls every
+/// step with the same t; a rank's failure makes every rank throw the same error before anything changes.
+template <Backend B, ImportanceMetric M = sensitivity_uncertainty, BudgetSchedule S = cubic_schedule, class T = float,
+          Communicator C = self_communicator>
 class rank_allocator {
 public:
   using backend_type = B;
   using metric_type = M;
   using schedule_type = S;
   using value_type = T;
+  using communicator_type = C;
   using memory_space = typename B::memory_space;
   using views_type = svd_adapter_views<T, memory_space>;
+  /// Whether this allocator runs collectives (its communicator is not a single process).
+  static constexpr bool distributed = !single_process_communicator<C>;
 
   /// Validates the config (config_error) and builds the metric from it.
-  explicit rank_allocator(const adalora_config& config, B backend = B{})
+  explicit rank_allocator(const adalora_config& config, B backend = B{}) requires(!distributed)
       : rank_allocator(config, detail::make_metric<M>(config), S{}, std::move(backend)) {}
 
-  rank_allocator(const adalora_config& config, M metric, S schedule = S{}, B backend = B{})
+  rank_allocator(const adalora_config& config, M metric, S schedule = S{}, B backend = B{}) requires(!distributed)
       : config_(config), backend_(std::move(backend)), metric_(std::move(metric)), schedule_(std::move(schedule)) {
     config_.validate();
+  }
+
+  /// A distributed allocator: this rank of `comm`, with the adapters owned as `mode` says. Every rank constructs
+  /// its allocator with the same config, ownership and options (checked at the first step).
+  rank_allocator(const adalora_config& config, C comm, ownership mode, distributed_options options = {},
+                 B backend = B{}) requires distributed
+      : rank_allocator(config, detail::make_metric<M>(config), S{}, std::move(backend), std::move(comm), mode,
+                       options) {}
+
+  rank_allocator(const adalora_config& config, M metric, S schedule, B backend, C comm, ownership mode,
+                 distributed_options options = {}) requires distributed
+      : config_(config),
+        backend_(std::move(backend)),
+        metric_(std::move(metric)),
+        schedule_(std::move(schedule)),
+        dist_(std::move(comm), mode, options) {
+    config_.validate();
+    if (mode != ownership::replicated && mode != ownership::partitioned)
+      throw usage_error("rank_allocator: unknown ownership " + std::to_string(static_cast<int>(mode)));
+    if (options.sums != shard_sums::exact && options.sums != shard_sums::per_triplet)
+      throw usage_error("rank_allocator: unknown distributed_options::sums " +
+                        std::to_string(static_cast<int>(options.sums)));
   }
 
   // ---- registration ------------------------------------------------------------------------------------------
@@ -84,6 +149,8 @@ public:
     if (find(name)) throw usage_error("add_adapter: an adapter named '" + name + "' is already registered");
     views.check_shapes(name);
     adapter_entry e;
+    e.part = {name, views.rank(), views.in_features(), views.out_features(), 0, views.in_features(), 0,
+              views.out_features(), true};
     e.name = std::move(name);
     e.views = views;
     e.offset = total_elements_;
@@ -95,11 +162,40 @@ public:
     return adapters_.size() - 1;
   }
 
+  /// Registers this rank's part of an adapter that several ranks hold slices of (ownership::partitioned only):
+  /// `views` hold lora_A's columns [in_offset, in_offset + in_count), λ, and lora_B's rows [out_offset,
+  /// out_offset + out_count) of the global adapter `shard` describes (see adapter_shard). Only before the first step.
+  std::size_t add_adapter(std::string name, const views_type& views, const adapter_shard& shard) requires distributed {
+    if (dist_.mode != ownership::partitioned)
+      throw usage_error("add_adapter('" + name + "', …, adapter_shard): slices of an adapter need "
+                        "ownership::partitioned; with ownership::replicated every rank registers every adapter whole");
+    if (last_step_)
+      throw usage_error("add_adapter('" + name + "'): the allocator has already run step " +
+                        std::to_string(*last_step_) + "; register every adapter before the first step");
+    if (name.empty()) throw usage_error("add_adapter: the adapter name is empty");
+    if (find(name)) throw usage_error("add_adapter: an adapter named '" + name + "' is already registered");
+    const detail::part_descriptor part = detail::part_of(name, views, shard);
+    adapter_entry e;
+    e.part = part;
+    e.name = std::move(name);
+    e.views = views;
+    e.offset = total_elements_;
+    e.score_offset = static_cast<std::size_t>(initial_budget_);
+    total_elements_ += views.rank() * (part.in_count + 1 + part.out_count);
+    initial_budget_ += static_cast<std::int64_t>(views.rank());
+    adapters_.push_back(std::move(e));
+    prepared_ = false;
+    return adapters_.size() - 1;
+  }
+
   /// Points a registered adapter at new tensors of the same shapes (e.g. gradients that exist only after the
   /// first backward pass, or tensors the trainer reallocated). Allowed at any time.
   void rebind(std::string_view name, const views_type& views) {
     adapter_entry& e = entry(name);
-    views.check_shapes(e.name);
+    if (e.part.whole_q() && e.part.whole_p())
+      views.check_shapes(e.name);
+    else
+      (void)detail::part_of(e.name, views, {e.part.in, e.part.out, e.part.in_offset, e.part.out_offset, e.part.counts_lambda});
     if (views.lora_A.extents != e.views.lora_A.extents || views.lora_B.extents != e.views.lora_B.extents)
       throw shape_error("rebind('" + e.name + "'): shapes changed from lora_A " + extents_string(e.views.lora_A) +
                         ", lora_B " + extents_string(e.views.lora_B) + " to " + extents_string(views.lora_A) + ", " +
@@ -123,35 +219,29 @@ public:
 
   /// Runs the allocator for optimizer step t (SPEC §4–6). Steps must strictly increase; they may skip. A run
   /// that skips T − tfinal gets its forced mask at the first step past it (from the importance gathered so far).
+  ///
+  /// Distributed: every rank calls step(t) with the same t. The first step exchanges and checks the ranks'
+  /// configs and adapters; every step before the final pattern then agrees on its outcome (one all-gather of 32
+  /// bytes per rank) before anything changes, and partitioned mask steps all-gather the ranks' score sums.
   step_report step(std::int64_t t) {
-    validate_step(t);
-    prepare();
-    step_report rep;
-    rep.step = t;
-    rep.phase = phase_of(t);
-    rep.budget = budget_at(t);
-
-    if (rep.phase == allocation_phase::warmup || rep.phase == allocation_phase::budgeting) {
-      const bool mask = rep.phase == allocation_phase::budgeting && t % config_.deltaT == 0;
-      update_importance(t, mask);  // throws (changing nothing) if an input is not finite
-      rep.importance_updated = true;
-      if (mask) {
-        rep.threshold = select_and_mask(rep.budget);
-        rep.masked = true;
+    if constexpr (distributed) {
+      if (!dist_.agreed) agree_on_setup(t);
+      // the frozen pattern is applied locally: the ranks reached it together, and nothing there can differ
+      if (phase_of(t) != allocation_phase::final_pattern) {
+        pending_step p;
+        detail::step_outcome outcome{t, nullptr, 0};
+        try {
+          p = begin_step(t);
+          outcome.scores_hash = p.scores_hash;
+        } catch (...) {
+          outcome.failure = std::current_exception();
+        }
+        detail::agree_on_step(dist_.comm, outcome, check_replicas());
+        return finish_step(p);
       }
-    } else if (rep.phase == allocation_phase::final_force) {
-      score_held_importance();
-      rep.threshold = select_and_mask(rep.budget);
-      rep.masked = true;
-      frozen_ = true;
-      release_importance();
-    } else {
-      apply_keep_mask();
-      rep.masked = true;
     }
-    last_step_ = t;
-    budget_ = rep.budget;
-    return rep;
+    pending_step p = begin_step(t);
+    return finish_step(p);
   }
 
   // ---- queries -----------------------------------------------------------------------------------------------
@@ -164,12 +254,16 @@ public:
   std::size_t adapter_index(std::string_view name) const {
     return static_cast<std::size_t>(&entry(name) - adapters_.data());
   }
-  /// b0: the sum of the registered adapters' ranks.
-  std::int64_t initial_budget() const noexcept { return initial_budget_; }
-  /// bT: target_r × number of adapters.
-  std::int64_t target_budget() const noexcept { return config_.target_r * static_cast<std::int64_t>(adapters_.size()); }
+  /// b0: the sum of the registered adapters' ranks (partitioned: over every rank, once the first step agreed).
+  std::int64_t initial_budget() const noexcept {
+    if constexpr (distributed)
+      if (partitioned() && dist_.agreed) return dist_.union_b0;
+    return initial_budget_;
+  }
+  /// bT: target_r × number of adapters (partitioned: of every rank, once the first step agreed).
+  std::int64_t target_budget() const noexcept { return config_.target_r * static_cast<std::int64_t>(adapter_total()); }
   /// The budget at the last step (b0 before the first step).
-  std::int64_t budget() const noexcept { return last_step_ ? budget_ : initial_budget_; }
+  std::int64_t budget() const noexcept { return last_step_ ? budget_ : initial_budget(); }
   /// The threshold of the latest selection that pruned something.
   std::optional<float> threshold() const noexcept { return threshold_; }
   std::optional<std::int64_t> last_step() const noexcept { return last_step_; }
@@ -178,12 +272,43 @@ public:
   bool importance_live() const noexcept { return state_live_; }
 
   /// Per adapter, the rank pattern of the latest selection: keep[i] = (S_i > threshold). All true before one.
+  /// Partitioned: any adapter of any rank, once the first step agreed.
   std::vector<bool> rank_pattern(std::string_view name) const {
-    const adapter_entry& e = entry(name);
-    std::vector<bool> p(e.views.rank(), true);
+    const auto [offset, r] = score_slot(name);
+    std::vector<bool> p(r, true);
     if (!keep_host_.empty())
-      for (std::size_t i = 0; i < p.size(); ++i) p[i] = keep_host_[e.score_offset + i] != 0;
+      for (std::size_t i = 0; i < p.size(); ++i) p[i] = keep_host_[offset + i] != 0;
     return p;
+  }
+  /// Every adapter's name, in the order of the scores: this rank's registration order, or partitioned (once the
+  /// first step agreed) the union of every rank's adapters, the same on every rank.
+  std::vector<std::string> global_adapter_names() const {
+    std::vector<std::string> names;
+    if constexpr (distributed)
+      if (partitioned() && dist_.layout) {
+        for (const auto& a : dist_.layout->adapters) names.push_back(a.name);
+        return names;
+      }
+    for (const auto& e : adapters_) names.push_back(e.name);
+    return names;
+  }
+  /// The rank of every adapter of global_adapter_names(), in that order.
+  std::vector<std::int64_t> global_ranks() const {
+    std::vector<std::int64_t> r;
+    for (const auto& name : global_adapter_names()) {
+      const auto p = rank_pattern(name);
+      r.push_back(static_cast<std::int64_t>(std::count(p.begin(), p.end(), true)));
+    }
+    return r;
+  }
+  /// The communicator (distributed allocators).
+  const C& communicator() const noexcept requires distributed { return dist_.comm; }
+  /// Bytes each rank contributes to a mask step's all-gather of score sums (partitioned, once the first step
+  /// agreed; 0 otherwise).
+  std::size_t exchange_bytes_per_rank() const noexcept {
+    if constexpr (distributed)
+      if (partitioned() && dist_.layout) return dist_.layout->bytes_per_rank();
+    return 0;
   }
   /// The rank of each adapter under the latest selection, in registration order.
   std::vector<std::int64_t> ranks() const {
@@ -197,10 +322,10 @@ public:
   }
   /// The triplet scores of the latest selection (empty before one).
   std::vector<float> triplet_scores(std::string_view name) const {
-    const adapter_entry& e = entry(name);
+    const auto [offset, r] = score_slot(name);
     if (scores_host_.empty()) return {};
-    const auto first = scores_host_.begin() + static_cast<std::ptrdiff_t>(e.score_offset);
-    return std::vector<float>(first, first + static_cast<std::ptrdiff_t>(e.views.rank()));
+    const auto first = scores_host_.begin() + static_cast<std::ptrdiff_t>(offset);
+    return std::vector<float>(first, first + static_cast<std::ptrdiff_t>(r));
   }
 
   // ---- checkpoint and resume -------------------------------------------------------------------------------
@@ -224,6 +349,22 @@ public:
     }
     s.keep = keep_host_;
     s.scores = scores_host_;
+    if constexpr (distributed) {
+      allocator_state::distributed_info d;
+      d.rank = dist_.comm.rank();
+      d.ranks = dist_.comm.size();
+      d.ownership = detail::ownership_name(dist_.mode);
+      d.sums = detail::shard_sums_name(dist_.options.sums);
+      for (const auto& e : adapters_)
+        d.parts.push_back({e.part.in, e.part.out, e.part.in_offset, e.part.out_offset, e.part.counts_lambda});
+      if (partitioned() && dist_.layout)
+        for (const auto& a : dist_.layout->adapters) d.global_adapters.push_back({a.name, a.r, a.in, a.out});
+      else if (partitioned())
+        d.global_adapters = restored_union_;
+      else
+        d.global_adapters = s.adapters;
+      s.distributed = std::move(d);
+    }
     return s;
   }
 
@@ -253,7 +394,13 @@ public:
                           std::to_string(mine.r) + ", in " + std::to_string(mine.in) + ", out " +
                           std::to_string(mine.out) + ") here");
     }
-    const auto b0 = static_cast<std::size_t>(initial_budget_);
+    check_distributed_checkpoint(s, where);
+    // partitioned: the pattern and scores run over the union of every rank's adapters
+    std::size_t b0 = static_cast<std::size_t>(initial_budget_);
+    if (partitioned()) {
+      b0 = 0;
+      for (const auto& a : s.distributed->global_adapters) b0 += a.r;
+    }
     if ((s.importance_live && s.importance.size() != M::state_count * total_elements_) ||
         (!s.keep.empty() && s.keep.size() != b0) || (!s.scores.empty() && s.scores.size() != b0) ||
         (s.frozen && s.keep.empty()))
@@ -270,18 +417,83 @@ public:
     state_live_ = s.importance_live;
     keep_host_ = s.keep;
     scores_host_ = s.scores;
-    if (!keep_host_.empty()) backend_.copy_from_host(keep_host_.data(), b0, keep_.data());
-    if (!scores_host_.empty()) backend_.copy_from_host(scores_host_.data(), b0, scores_.data());
     last_step_ = s.last_step;
     budget_ = s.budget;
     threshold_ = s.threshold;
     frozen_ = s.frozen;
+    if constexpr (distributed) {
+      // the ranks agree again at the next step (that all of them resumed from the same step), and the union's
+      // pattern is mapped onto this rank's singular values there
+      restored_union_ = partitioned() ? s.distributed->global_adapters : std::vector<allocator_state::adapter_shape>{};
+      dist_.agreed = false;
+      dist_.layout.reset();
+      dist_.exchange.reset();
+      prepared_ = false;
+    } else {
+      upload_keep();
+    }
   }
 
 private:
+  // A checkpoint of a distributed run restores on a rank of the same ownership: replicated from any rank of any
+  // count (each holds the whole state), partitioned from this rank's own file of a run on as many ranks with the
+  // same parts. A single process restores a replicated rank's checkpoint, not a partitioned one.
+  void check_distributed_checkpoint(const allocator_state& s, const std::string& where) const {
+    const auto& d = s.distributed;
+    const std::string reshard = "; restore each rank from the checkpoint its own rank saved in a run on as many ranks, "
+                                "or convert the checkpoints with io::reshard_allocator_states";
+    if constexpr (distributed) {
+      const bool part = partitioned();
+      if (!d) {
+        if (part)
+          throw usage_error(where + "it was saved by one process, and this is rank " +
+                            std::to_string(dist_.comm.rank()) + " of a partitioned run" + reshard);
+        return;
+      }
+      if (d->ownership != detail::ownership_name(dist_.mode))
+        throw usage_error(where + "it was saved with ownership::" + d->ownership + ", this allocator runs " +
+                          detail::ownership_name(dist_.mode));
+      if (!part) return;
+      if (d->ranks != dist_.comm.size() || d->rank != dist_.comm.rank())
+        throw usage_error(where + "it was saved by rank " + std::to_string(d->rank) + " of " +
+                          std::to_string(d->ranks) + " and this is rank " + std::to_string(dist_.comm.rank()) + " of " +
+                          std::to_string(dist_.comm.size()) + reshard);
+      if (d->sums != detail::shard_sums_name(dist_.options.sums))
+        throw usage_error(where + "it was saved with shard_sums::" + d->sums + ", this allocator sums " +
+                          detail::shard_sums_name(dist_.options.sums));
+      for (std::size_t i = 0; i < adapters_.size(); ++i) {
+        const auto& p = adapters_[i].part;
+        const allocator_state::distributed_info::part mine{p.in, p.out, p.in_offset, p.out_offset, p.counts_lambda};
+        if (i >= d->parts.size() || !(d->parts[i] == mine))
+          throw usage_error(where + "adapter '" + adapters_[i].name + "' is another part of its adapter here" + reshard);
+      }
+    } else {
+      if (d && d->ownership == "partitioned" && d->ranks > 1)
+        throw usage_error(where + "it is rank " + std::to_string(d->rank) + "'s part of a partitioned run on " +
+                          std::to_string(d->ranks) + " ranks" + reshard);
+    }
+  }
+
+  // keep_ (this rank's singular values) from the host copy of the latest pattern.
+  void upload_keep() {
+    const auto b0 = static_cast<std::size_t>(initial_budget_);
+    if (keep_host_.empty() || !prepared_) return;
+    if (!partitioned()) {
+      if (keep_host_.size() == b0) backend_.copy_from_host(keep_host_.data(), b0, keep_.data());
+      return;
+    }
+    if constexpr (distributed) {
+      if (!dist_.layout || keep_host_.size() != dist_.layout->b0()) return;
+      std::vector<std::uint8_t> local(b0);
+      for (std::size_t i = 0; i < b0; ++i) local[i] = keep_host_[dist_.layout->local_index[i]];
+      backend_.copy_from_host(local.data(), b0, keep_.data());
+    }
+  }
+
   struct adapter_entry {
     std::string name;
     views_type views;
+    detail::part_descriptor part;  // what this rank holds of the adapter, in global coordinates (whole unless sharded)
     std::size_t offset = 0;        // of lora_A's block in the element arena; lora_E, lora_B follow
     std::size_t score_offset = 0;  // of this adapter's singular values among all b0
     std::size_t offset_E() const noexcept { return offset + views.rank() * views.in_features(); }
@@ -299,12 +511,171 @@ private:
   }
   adapter_entry& entry(std::string_view name) { return const_cast<adapter_entry&>(std::as_const(*this).entry(name)); }
 
+  // ---- distributed: the ranks' agreement ---------------------------------------------------------------------
+
+  bool partitioned() const noexcept {
+    if constexpr (distributed)
+      return dist_.mode == ownership::partitioned;
+    else
+      return false;
+  }
+  bool check_replicas() const noexcept {
+    if constexpr (distributed)
+      return dist_.mode == ownership::replicated && dist_.options.check_replicas;
+    else
+      return false;
+  }
+  // The number of adapters the budget counts: this rank's, or partitioned (once agreed) the union's.
+  std::size_t adapter_total() const noexcept {
+    if constexpr (distributed)
+      if (partitioned() && dist_.agreed) return static_cast<std::size_t>(dist_.union_adapters);
+    return adapters_.size();
+  }
+  // Where an adapter's singular values are in the host copies of the scores and the pattern, and how many.
+  std::pair<std::size_t, std::size_t> score_slot(std::string_view name) const {
+    if constexpr (distributed)
+      if (partitioned() && dist_.layout) {
+        const auto it = dist_.layout->index.find(name);
+        if (it == dist_.layout->index.end())
+          throw usage_error("no rank registers an adapter named '" + std::string(name) + "'");
+        const auto& a = dist_.layout->adapters[it->second];
+        return {a.score_offset, a.r};
+      }
+    const adapter_entry& e = entry(name);
+    return {e.score_offset, e.views.rank()};
+  }
+
+  // The first step of every rank (and the first after restore_state): the ranks exchange their descriptions and
+  // check them against each other (the same error on every rank); partitioned, every rank lays out the union.
+  void agree_on_setup(std::int64_t t) requires distributed {
+    detail::rank_description mine;
+    mine.size = dist_.comm.size();
+    mine.config = config_;
+    mine.metric = M::name;
+    mine.schedule = S::name;
+    mine.value_type = detail::value_type_name<T>();
+    mine.mode = dist_.mode;
+    mine.options = dist_.options;
+    mine.step = t;
+    mine.last_step = last_step_;
+    mine.frozen = frozen_;
+    for (const auto& e : adapters_) mine.parts.push_back(e.part);
+    for (const auto& a : restored_union_) mine.restored_union.push_back({a.name, a.r, a.in, a.out, 0, 0, 0, 0, false});
+    const auto all = detail::exchange_descriptions(dist_.comm, mine);
+    detail::check_descriptions(all);
+    if (partitioned()) {
+      std::vector<std::vector<detail::part_descriptor>> parts;
+      for (const auto& d : all) parts.push_back(d.parts);
+      auto layout = detail::make_union_layout(parts, dist_.comm.rank(), dist_.options.sums);
+      // a restored pattern over the union of the run that saved it, in this run's union order (the same on every
+      // rank: check_descriptions compared the ranks' restored unions)
+      std::vector<std::uint8_t> keep;
+      std::vector<float> scores;
+      if (!keep_host_.empty() || !scores_host_.empty()) {
+        keep.resize(keep_host_.empty() ? 0 : layout.b0());
+        scores.resize(scores_host_.empty() ? 0 : layout.b0());
+        std::size_t from = 0, matched = 0;
+        for (const auto& a : restored_union_) {
+          const auto it = layout.index.find(a.name);
+          if (it == layout.index.end() || layout.adapters[it->second].r != a.r)
+            throw usage_error("distributed allocator, first step after restore_state: the checkpoints' adapter '" +
+                              a.name + "' is not an adapter of this run (or has another rank); restore the run "
+                              "with the adapters that saved it");
+          const std::size_t to = layout.adapters[it->second].score_offset;
+          for (std::size_t i = 0; i < a.r; ++i) {
+            if (!keep.empty()) keep[to + i] = keep_host_[from + i];
+            if (!scores.empty()) scores[to + i] = scores_host_[from + i];
+          }
+          from += a.r;
+          ++matched;
+        }
+        if (matched != layout.adapters.size())
+          throw usage_error("distributed allocator, first step after restore_state: this run has " +
+                            std::to_string(layout.adapters.size()) + " adapters but its checkpoints " +
+                            std::to_string(matched) + "; restore the run with the adapters that saved it");
+      }
+      dist_.layout = std::move(layout);
+      if (!keep_host_.empty()) keep_host_ = std::move(keep);
+      if (!scores_host_.empty()) scores_host_ = std::move(scores);
+      restored_union_.clear();
+      dist_.union_b0 = static_cast<std::int64_t>(dist_.layout->b0());
+      dist_.union_adapters = static_cast<std::int64_t>(dist_.layout->adapters.size());
+      dist_.exchange.reset();
+      prepared_ = false;
+    }
+    dist_.agreed = true;
+  }
+
+  // ---- the step: a local part that changes nothing, then the commit ------------------------------------------
+
+  // What the local part of a step leaves for its commit.
+  struct pending_step {
+    step_report rep;
+    bool update = false;  // the importance pass ran into fresh buffers
+    bool mask = false;    // a selection follows
+    buffer_t<B, float> fresh_state{}, fresh_next{};
+    std::uint64_t scores_hash = 0;  // the replica check's
+  };
+
+  // Every check, the plan, the importance pass into the spare buffer and (unless partitioned) the triplet scores:
+  // nothing that a failure would have to undo.
+  pending_step begin_step(std::int64_t t) {
+    validate_step(t);
+    prepare();
+    pending_step p;
+    p.rep.step = t;
+    p.rep.phase = phase_of(t);
+    p.rep.budget = budget_at(t);
+    if (p.rep.phase == allocation_phase::warmup || p.rep.phase == allocation_phase::budgeting) {
+      p.update = true;
+      p.mask = p.rep.phase == allocation_phase::budgeting && t % config_.deltaT == 0;
+      update_importance(t, p);  // throws (changing nothing) if an input is not finite
+    } else if (p.rep.phase == allocation_phase::final_force) {
+      score_held_importance();
+      p.mask = true;
+    }
+    if (p.mask && !partitioned()) {
+      score_triplets();
+      if (check_replicas()) {
+        const auto b0 = static_cast<std::size_t>(initial_budget_);
+        std::vector<float> scores(b0);
+        backend_.copy_to_host(scores_.data(), b0, scores.data());
+        p.scores_hash = detail::hash_floats(scores.data(), b0);
+      }
+    }
+    return p;
+  }
+
+  // The rest of the step: partitioned mask steps exchange the score sums (a collective), then the new importance
+  // is committed and the selection and masks are applied.
+  step_report finish_step(pending_step& p) {
+    if constexpr (distributed)
+      if (p.mask && partitioned()) dist_.exchange->exchange(backend_, dist_.comm, partial_.data(), lambda_scores_.data());
+    if (p.update) commit_importance(p);
+    step_report rep = p.rep;
+    rep.importance_updated = p.update;
+    if (p.mask) {
+      rep.threshold = select_and_mask(rep.budget);
+      rep.masked = true;
+    }
+    if (rep.phase == allocation_phase::final_force) {
+      frozen_ = true;
+      release_importance();
+    } else if (rep.phase == allocation_phase::final_pattern) {
+      apply_keep_mask();
+      rep.masked = true;
+    }
+    last_step_ = rep.step;
+    budget_ = rep.budget;
+    return rep;
+  }
+
   std::int64_t budget_at(std::int64_t t) const {
     switch (phase_of(t)) {
       case allocation_phase::warmup:
-        return initial_budget_;
+        return initial_budget();
       case allocation_phase::budgeting: {
-        const schedule_point p{t, config_.tinit, config_.final_step(), initial_budget_, target_budget()};
+        const schedule_point p{t, config_.tinit, config_.final_step(), initial_budget(), target_budget()};
         return static_cast<std::int64_t>(schedule_.budget(p));
       }
       default:
@@ -315,23 +686,25 @@ private:
   // Every check of a step, before anything changes.
   void validate_step(std::int64_t t) const {
     const std::string at = "step(" + std::to_string(t) + "): ";
-    if (adapters_.empty()) throw usage_error(at + "no adapters are registered; call add_adapter() first");
+    // (partitioned: a rank may hold none; the first step checked that some rank holds one)
+    if (adapters_.empty() && !partitioned())
+      throw usage_error(at + "no adapters are registered; call add_adapter() first");
     if (t < 0) throw usage_error(at + "steps count optimizer steps from 0");
     if (last_step_ && t <= *last_step_)
       throw usage_error(at + "the allocator already ran step " + std::to_string(*last_step_) +
                         "; steps must increase: call step(t) once per optimizer step, after optimizer.step() and "
                         "before zeroing the gradients");
-    if (target_budget() > initial_budget_)
+    if (target_budget() > initial_budget())
       throw config_error(at + "target_r × adapters = " + std::to_string(target_budget()) +
-                         " exceeds the sum of the adapters' ranks = " + std::to_string(initial_budget_));
+                         " exceeds the sum of the adapters' ranks = " + std::to_string(initial_budget()));
     const allocation_phase ph = phase_of(t);
     if (ph == allocation_phase::warmup || ph == allocation_phase::budgeting) {
       check_gradients(at);
       if (ph == allocation_phase::budgeting) {
         const std::int64_t b = budget_at(t);
-        if (b < target_budget() || b > initial_budget_)
+        if (b < target_budget() || b > initial_budget())
           throw usage_error(at + "schedule '" + S::name + "' gave budget " + std::to_string(b) + ", outside [target " +
-                            std::to_string(target_budget()) + ", initial " + std::to_string(initial_budget_) + "]");
+                            std::to_string(target_budget()) + ", initial " + std::to_string(initial_budget()) + "]");
       }
     } else if (ph == allocation_phase::final_force && !state_live_) {
       throw usage_error(at + "the forced mask at step total_step - tfinal = " + std::to_string(config_.final_step()) +
@@ -392,18 +765,40 @@ private:
   void prepare() {
     if (!prepared_) {
       detail::step_plan<T> plan;
-      for (const auto& e : adapters_) plan.add_adapter(e.views, e.offset, e.score_offset);
+      std::size_t element_scores = static_cast<std::size_t>(initial_budget_);  // λ scores (and split pieces)
+      std::optional<detail::part_plan> parts;
+      if (partitioned()) {
+        std::vector<detail::part_descriptor> mine;
+        for (const auto& e : adapters_) mine.push_back(e.part);
+        parts = detail::plan_parts(mine, distributed_options_sums());
+        for (const auto& e : adapters_) {
+          const auto x = detail::plan_tensors_of(e.views, e.offset);
+          plan.tensors.insert(plan.tensors.end(), x.begin(), x.end());
+        }
+        plan.tiles = parts->tiles;
+        plan.scores = parts->scores;
+        plan.partials = parts->partials;
+        element_scores = parts->element_scores();
+      } else {
+        for (const auto& e : adapters_) plan.add_adapter(e.views, e.offset, e.score_offset);
+      }
       const auto b0 = static_cast<std::size_t>(initial_budget_);
       auto tiles = upload(plan.tiles);
       auto score_table = upload(plan.scores);
       auto partial = backend_.template allocate<double>(plan.partials);
-      auto lambda_scores = backend_.template allocate<float>(b0);
+      auto lambda_scores = backend_.template allocate<float>(element_scores);
       auto scores = backend_.template allocate<float>(b0);
       auto keep = backend_.template allocate<std::uint8_t>(b0);
       auto bad = backend_.template allocate<std::uint32_t>(plan.tiles.size());
       // the selection's scratch (a backend that keeps some, e.g. CUDA's sort buffers), so that no step after the
-      // first takes memory
-      if constexpr (requires { backend_.reserve_kth_smallest(b0); }) backend_.reserve_kth_smallest(b0);
+      // first takes memory; partitioned, the selection runs over the union's scores
+      std::size_t selected = b0;
+      if constexpr (distributed)
+        if (parts && dist_.layout) {
+          dist_.exchange.emplace(backend_, *dist_.layout, *parts, dist_.comm.size());
+          selected = dist_.layout->b0();
+        }
+      if constexpr (requires { backend_.reserve_kth_smallest(selected); }) backend_.reserve_kth_smallest(selected);
       // nothing above changed the allocator; commit
       plan_ = std::move(plan);
       tiles_ = std::move(tiles);
@@ -415,6 +810,7 @@ private:
       bad_ = std::move(bad);
       prepared_ = true;
       tensors_dirty_ = true;
+      upload_keep();
     }
     if (tensors_dirty_) {
       tensors_ = upload(plan_.tensors);
@@ -422,6 +818,13 @@ private:
                                 [](const adapter_entry& e) { return detail::plan_contiguous(e.views); });
       tensors_dirty_ = false;
     }
+  }
+
+  shard_sums distributed_options_sums() const noexcept {
+    if constexpr (distributed)
+      return dist_.options.sums;
+    else
+      return shard_sums::exact;
   }
 
   template <class V>
@@ -432,21 +835,25 @@ private:
   }
 
   // One pass over every tile: the new state into the spare buffer, the non-finite inputs counted per tile, and on
-  // mask steps the score sums. The new state replaces the old only when every input was finite.
-  void update_importance(std::int64_t t, bool score) {
+  // mask steps the score sums. The new state replaces the old only at the commit, when every rank's inputs were
+  // finite.
+  void update_importance(std::int64_t t, pending_step& p) {
     const std::size_t n = M::state_count * total_elements_;
-    buffer_t<B, float> fresh_state, fresh_next;
-    if (!state_live_) fresh_state = backend_.template allocate<float>(n);
-    if (next_state_.size() != n) fresh_next = backend_.template allocate<float>(n);
-    const float* in = state_live_ ? state_.data() : fresh_state.data();
-    float* out = next_state_.size() == n ? next_state_.data() : fresh_next.data();
-    run_fused(in, out, score);
+    if (!state_live_) p.fresh_state = backend_.template allocate<float>(n);
+    if (next_state_.size() != n) p.fresh_next = backend_.template allocate<float>(n);
+    const float* in = state_live_ ? state_.data() : p.fresh_state.data();
+    float* out = next_state_.size() == n ? next_state_.data() : p.fresh_next.data();
+    run_fused(in, out, p.mask);
     const std::size_t bad_tiles = backend_.count_if(plan_.tiles.size(), detail::nonzero_fn{bad_.data()});
     if (bad_tiles) throw_non_finite("step(" + std::to_string(t) + "): ", bad_tiles);
-    // commit: the new state becomes current, the old one the spare
-    if (next_state_.size() != n) next_state_ = std::move(fresh_next);
+  }
+
+  // The new state becomes current, the old one the spare.
+  void commit_importance(pending_step& p) {
+    const std::size_t n = M::state_count * total_elements_;
+    if (next_state_.size() != n) next_state_ = std::move(p.fresh_next);
     if (!state_live_) {
-      state_ = std::move(fresh_state);
+      state_ = std::move(p.fresh_state);
       state_live_ = true;
     }
     std::swap(state_, next_state_);
@@ -482,22 +889,36 @@ private:
       backend_.for_each(plan_.tiles.size(), f);
   }
 
-  // From the tiles' score sums: triplet scores, the budget's threshold, Λ masked in place, the pattern to the host.
+  // The triplet scores of this rank's singular values from the tiles' score sums.
+  void score_triplets() {
+    backend_.for_each(static_cast<std::size_t>(initial_budget_),
+                      detail::triplet_from_partials_fn{score_table_.data(), partial_.data(), lambda_scores_.data(),
+                                                       scores_.data()});
+  }
+
+  // From the triplet scores (this rank's, or partitioned the union's): the budget's threshold, Λ masked in place,
+  // the pattern to the host.
   std::optional<float> select_and_mask(std::int64_t budget) {
-    const auto b0 = static_cast<std::size_t>(initial_budget_);
-    backend_.for_each(b0, detail::triplet_from_partials_fn{score_table_.data(), partial_.data(), lambda_scores_.data(),
-                                                           scores_.data()});
-    const auto k = static_cast<std::size_t>(initial_budget_ - budget);
+    float* scores = scores_.data();
+    std::uint8_t* keep = keep_.data();
+    if constexpr (distributed)
+      if (partitioned()) {
+        scores = dist_.exchange->scores();
+        keep = dist_.exchange->keep();
+      }
+    const auto b0 = static_cast<std::size_t>(initial_budget());
+    const auto k = static_cast<std::size_t>(initial_budget() - budget);
     std::optional<float> thr;
-    if (k > 0) thr = backend_.kth_smallest(scores_.data(), b0, k);
+    if (k > 0) thr = backend_.kth_smallest(scores, b0, k);
     // with nothing to prune every score is kept: compare against -inf
-    backend_.for_each(
-        b0, detail::keep_above_fn{scores_.data(), thr ? *thr : -std::numeric_limits<float>::infinity(), keep_.data()});
+    backend_.for_each(b0, detail::keep_above_fn{scores, thr ? *thr : -std::numeric_limits<float>::infinity(), keep});
+    if constexpr (distributed)
+      if (partitioned()) dist_.exchange->local_keep(backend_, keep_.data(), static_cast<std::size_t>(initial_budget_));
     apply_keep_mask();
     scores_host_.resize(b0);
     keep_host_.resize(b0);
-    backend_.copy_to_host(scores_.data(), b0, scores_host_.data());
-    backend_.copy_to_host(keep_.data(), b0, keep_host_.data());
+    backend_.copy_to_host(scores, b0, scores_host_.data());
+    backend_.copy_to_host(keep, b0, keep_host_.data());
     threshold_ = thr;
     return thr;
   }
@@ -517,6 +938,7 @@ private:
   B backend_;
   M metric_;
   S schedule_;
+  [[no_unique_address]] detail::collective_state<B, C> dist_;
 
   std::vector<adapter_entry> adapters_;
   std::size_t total_elements_ = 0;
@@ -538,6 +960,7 @@ private:
 
   std::vector<float> scores_host_;
   std::vector<std::uint8_t> keep_host_;
+  std::vector<allocator_state::adapter_shape> restored_union_;  // partitioned: the order of a restored keep_host_
   std::optional<std::int64_t> last_step_;
   std::int64_t budget_ = 0;
   std::optional<float> threshold_;

@@ -32,6 +32,9 @@ enum class tile_kind : std::uint32_t {
   q_row,   ///< part of one row of lora_A (Q): its score sum goes to partial[slot]
   lambda,  ///< part of lora_E (λ): element i's score goes to lambda_scores[slot + i]
   p_rows,  ///< whole rows of lora_B (P, out × r): its r column sums go to partial[slot + c]
+  split,   ///< a rank's piece of a tile that a slice boundary cuts (distributed allocator, shard_sums::exact): the
+           ///< score of element begin + j goes to lambda_scores[slot + j], and the tile's sum is formed after the
+           ///< ranks have exchanged their pieces
 };
 
 /// Elements [begin, begin + count) (row-major) of tensor `tensor`.
@@ -75,6 +78,41 @@ bool plan_contiguous(const svd_adapter_views<T, Space>& v) noexcept {
   return ok(v.lora_A) && ok(v.lora_E) && ok(v.lora_B) && ok(v.grad_A) && ok(v.grad_E) && ok(v.grad_B);
 }
 
+/// Rows per tile of a lora_B with r columns: whole rows, at most plan_tile_elements elements (at least one row).
+constexpr std::size_t plan_p_rows_per_tile(std::size_t r) noexcept {
+  return r == 0 || plan_tile_elements / r == 0 ? 1 : plan_tile_elements / r;
+}
+
+/// Q's tiles: each of the r rows of a lora_A with `cols` columns (tensor `tensor`) in chunks of at most
+/// plan_tile_elements, one partial per chunk, row j's chunk c at partial slot + j · chunks + c. Returns the chunks
+/// per row.
+inline std::size_t append_q_tiles(std::vector<plan_tile>& tiles, std::uint32_t tensor, std::size_t r, std::size_t cols,
+                                  std::size_t slot) {
+  const std::size_t tile = plan_tile_elements, chunks = (cols + tile - 1) / tile;
+  for (std::size_t j = 0; j < r; ++j)
+    for (std::size_t c = 0; c < chunks; ++c)
+      tiles.push_back({tensor, tile_kind::q_row, j * cols + c * tile, std::min(tile, cols - c * tile), slot + j * chunks + c});
+  return chunks;
+}
+
+/// P's tiles: a lora_B of `rows` × r (tensor `tensor`) in blocks of plan_p_rows_per_tile(r) whole rows, r partials
+/// per block, block b's column c at partial slot + b · r + c. Returns the blocks.
+inline std::size_t append_p_tiles(std::vector<plan_tile>& tiles, std::uint32_t tensor, std::size_t r, std::size_t rows,
+                                  std::size_t slot) {
+  const std::size_t per = plan_p_rows_per_tile(r), blocks = (rows + per - 1) / per;
+  for (std::size_t b = 0; b < blocks; ++b)
+    tiles.push_back({tensor, tile_kind::p_rows, b * per * r, std::min(per, rows - b * per) * r, slot + b * r});
+  return blocks;
+}
+
+/// λ's tiles: the r singular values of tensor `tensor` in chunks of at most plan_tile_elements, element i's score to
+/// lambda_scores[score_offset + i].
+inline void append_lambda_tiles(std::vector<plan_tile>& tiles, std::uint32_t tensor, std::size_t r,
+                                std::size_t score_offset) {
+  for (std::size_t b = 0; b < r; b += plan_tile_elements)
+    tiles.push_back({tensor, tile_kind::lambda, b, std::min(plan_tile_elements, r - b), score_offset});
+}
+
 /// The host side of a plan: built once from the registered shapes (tensors are re-pointed on rebind).
 template <class T>
 struct step_plan {
@@ -92,22 +130,12 @@ struct step_plan {
     tensors.insert(tensors.end(), x.begin(), x.end());
     const std::size_t r = v.rank(), in = v.in_features(), out = v.out_features();
     if (r == 0) return;
-    const std::size_t tile = plan_tile_elements;
-    // Q: each row in chunks of at most `tile` elements, one partial per chunk
-    const std::size_t q_chunks = (in + tile - 1) / tile, q_base = partials;
-    for (std::size_t j = 0; j < r; ++j)
-      for (std::size_t c = 0; c < q_chunks; ++c)
-        tiles.push_back(
-            {first, tile_kind::q_row, j * in + c * tile, std::min(tile, in - c * tile), q_base + j * q_chunks + c});
+    const std::size_t q_base = partials;
+    const std::size_t q_chunks = append_q_tiles(tiles, first, r, in, q_base);
     partials += r * q_chunks;
-    // λ: in chunks of at most `tile` elements
-    for (std::size_t b = 0; b < r; b += tile)
-      tiles.push_back({first + 1, tile_kind::lambda, b, std::min(tile, r - b), score_offset});
-    // P: blocks of whole rows, at most `tile` elements (at least one row) each, r partials per block
-    const std::size_t rows = std::max<std::size_t>(1, tile / r);
-    const std::size_t p_chunks = (out + rows - 1) / rows, p_base = partials;
-    for (std::size_t b = 0; b < p_chunks; ++b)
-      tiles.push_back({first + 2, tile_kind::p_rows, b * rows * r, std::min(rows, out - b * rows) * r, p_base + b * r});
+    append_lambda_tiles(tiles, first + 1, r, score_offset);
+    const std::size_t p_base = partials;
+    const std::size_t p_chunks = append_p_tiles(tiles, first + 2, r, out, p_base);
     partials += p_chunks * r;
     for (std::size_t j = 0; j < r; ++j)
       scores.push_back({q_base + j * q_chunks, q_chunks, p_base + j, p_chunks, r, in, out, first + 1, j});

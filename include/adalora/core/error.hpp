@@ -48,4 +48,18 @@ public:
   using error::error;
 };
 
+/// A collective of a distributed allocator failed: the communicator reported an error, or a rank waited past its
+/// time limit for the others (one rank skipped a collective).
+class communication_error : public error {
+public:
+  using error::error;
+};
+
+/// Data-parallel replicas that should hold equal adapters computed different importance (distributed allocator with
+/// the replica check on).
+class replica_divergence_error : public error {
+public:
+  using error::error;
+};
+
 }  // namespace adalora

@@ -48,6 +48,21 @@ inline std::vector<std::byte> allocator_checkpoint_bytes(const allocator_state& 
                 {"frozen", s.frozen},
                 {"importance_live", s.importance_live}};
   w.add_metadata("progress", progress.dump());
+  if (s.distributed) {
+    const auto& d = *s.distributed;
+    json parts = json::array(), global = json::array();
+    for (const auto& p : d.parts)
+      parts.push_back({{"in", p.in}, {"out", p.out}, {"in_offset", p.in_offset}, {"out_offset", p.out_offset},
+                       {"counts_lambda", p.counts_lambda}});
+    for (const auto& a : d.global_adapters) global.push_back({{"name", a.name}, {"r", a.r}, {"in", a.in}, {"out", a.out}});
+    w.add_metadata("distributed", json{{"rank", d.rank},
+                                       {"ranks", d.ranks},
+                                       {"ownership", d.ownership},
+                                       {"sums", d.sums},
+                                       {"parts", parts},
+                                       {"global_adapters", global}}
+                                      .dump());
+  }
   if (s.importance_live) w.add("importance", {s.importance.size()}, std::span<const float>(s.importance));
   std::vector<float> keep(s.keep.begin(), s.keep.end());
   if (!keep.empty()) w.add("keep", {keep.size()}, std::span<const float>(keep));
@@ -98,6 +113,33 @@ inline allocator_state read_allocator_checkpoint(const safetensors_file& f) {
     if (!p.at("threshold").is_null()) s.threshold = static_cast<float>(p.at("threshold").get<double>());
     s.frozen = p.at("frozen").get<bool>();
     s.importance_live = p.at("importance_live").get<bool>();
+    if (md.find("distributed") != md.end()) {
+      // a rank of a distributed allocator: who saved it, its parts, and the adapters of `keep` and `scores`
+      const json d = meta("distributed");
+      allocator_state::distributed_info info;
+      info.rank = d.at("rank").get<int>();
+      info.ranks = d.at("ranks").get<int>();
+      info.ownership = d.at("ownership").get<std::string>();
+      info.sums = d.at("sums").get<std::string>();
+      for (const auto& e : d.at("parts").get<std::vector<json>>())
+        info.parts.push_back({e.at("in").get<std::size_t>(), e.at("out").get<std::size_t>(),
+                              e.at("in_offset").get<std::size_t>(), e.at("out_offset").get<std::size_t>(),
+                              e.at("counts_lambda").get<bool>()});
+      for (const auto& e : d.at("global_adapters").get<std::vector<json>>())
+        info.global_adapters.push_back({e.at("name").get<std::string>(), e.at("r").get<std::size_t>(),
+                                        e.at("in").get<std::size_t>(), e.at("out").get<std::size_t>()});
+      if (info.ranks < 1 || info.rank < 0 || info.rank >= info.ranks)
+        throw format_error(where + "__metadata__.distributed: rank " + std::to_string(info.rank) + " of " +
+                           std::to_string(info.ranks) + " ranks");
+      if (info.ownership != "replicated" && info.ownership != "partitioned")
+        throw format_error(where + "__metadata__.distributed: unknown ownership '" + info.ownership + "'");
+      if (info.sums != "exact" && info.sums != "per_triplet")
+        throw format_error(where + "__metadata__.distributed: unknown sums '" + info.sums + "'");
+      if (info.parts.size() != s.adapters.size())
+        throw format_error(where + "__metadata__.distributed: " + std::to_string(info.parts.size()) +
+                           " parts for " + std::to_string(s.adapters.size()) + " adapters");
+      s.distributed = std::move(info);
+    }
   } catch (const json::exception& e) {
     throw format_error(where + "a field is missing or has the wrong type: " + e.what());
   }

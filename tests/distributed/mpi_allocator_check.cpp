@@ -1,0 +1,241 @@
+// The distributed allocator over MPI (run under mpiexec): every ownership against one process, bit for bit; the
+// failure cases ending with the same error on every rank; per-rank checkpoints. Exit status 0 when every rank passed.
+//   mpi_allocator_check run LAYOUT [per_triplet]   LAYOUT: replicated, disjoint, lopsided, sharded
+//   mpi_allocator_check error CASE                 CASE: config, adapters, shards, non_finite, steps, divergence
+//   mpi_allocator_check checkpoint FOLDER          save per rank, resume, and refuse another rank count
+#include <mpi.h>
+
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "adalora/backends/eigen/eigen_backend.hpp"
+#include "adalora/distributed/mpi/mpi_communicator.hpp"
+#include "adalora/io/allocator_checkpoint.hpp"
+#include "distributed/scenarios.hpp"
+
+using namespace adalora;
+using namespace adalora::testing::distributed;
+
+namespace {
+
+using alloc_t = distributed_allocator<eigen_backend, mpi_communicator>;
+
+int world_rank() {
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+
+/// Prints this rank's verdict and returns whether every rank passed.
+bool every_rank_passed(bool mine, const std::string& what) {
+  std::printf("rank %d: %s: %s\n", world_rank(), mine ? "ok" : "FAILED", what.c_str());
+  std::fflush(stdout);
+  int ok = mine ? 1 : 0, all = 0;
+  MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  return all == 1;
+}
+
+std::vector<scenario> scenarios() {
+  const std::string traces = ADALORA_TRACES_DIR;
+  return {trace_scenario(traces + "/alloc-basic.safetensors"), trace_scenario(traces + "/alloc-edge.safetensors"),
+          tiled_scenario()};
+}
+
+layout_kind layout_of(const std::string& name) {
+  for (layout_kind k : {layout_kind::replicated, layout_kind::disjoint, layout_kind::lopsided, layout_kind::sharded})
+    if (name == layout_name(k)) return k;
+  throw usage_error("unknown layout '" + name + "'");
+}
+
+int run(const std::string& layout, bool per_triplet) {
+  const layout_kind kind = layout_of(layout);
+  distributed_options o;
+  if (per_triplet) o.sums = shard_sums::per_triplet;
+  bool ok = true;
+  std::string report;
+  for (const auto& s : scenarios()) {
+    const run_record single = run_single<eigen_backend>(s);  // each rank holds the reference itself
+    const run_record mine = run_rank<eigen_backend>(s, kind, mpi_communicator(MPI_COMM_WORLD), o);
+    // per_triplet: split lines may differ from one process in a score's last bits (the masks still agree here)
+    const std::string diff = first_difference(mine, single, per_triplet && kind == layout_kind::sharded
+                                                                ? score_match{false, 1e-6}
+                                                                : score_match{});
+    if (!diff.empty() || !prunes(single)) ok = false;
+    report += " " + s.name + (diff.empty() ? " = one process" : ": " + diff);
+  }
+  return every_rank_passed(ok, layout + (per_triplet ? " (per_triplet)" : "") + ":" + report) ? 0 : 1;
+}
+
+/// Runs `f` on this rank and checks that it threw E containing `text`, and that every rank's message is the same.
+template <class E>
+int expect_everywhere(const std::string& name, const std::string& text, const std::function<void()>& f) {
+  std::string message;
+  bool right_type = false;
+  try {
+    f();
+  } catch (const E& e) {
+    message = e.what();
+    right_type = true;
+  } catch (const std::exception& e) {
+    message = std::string("another exception: ") + e.what();
+  }
+  // the same message on every rank: compare with rank 0's
+  int length = static_cast<int>(message.size());
+  MPI_Bcast(&length, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  std::string first(static_cast<std::size_t>(length), '\0');
+  if (world_rank() == 0) first = message;
+  MPI_Bcast(first.data(), length, MPI_CHAR, 0, MPI_COMM_WORLD);
+  const bool ok = right_type && message.find(text) != std::string::npos && message == first;
+  return every_rank_passed(ok, name + ": " + (message.empty() ? "no exception" : message)) ? 0 : 1;
+}
+
+int error_case(const std::string& which) {
+  const scenario s = which == "divergence" || which == "shards" ? tiled_scenario() : scenarios()[0];
+  const mpi_communicator comm(MPI_COMM_WORLD);
+  const int rank = comm.rank(), size = comm.size();
+  if (which == "config")
+    return expect_everywhere<config_error>(which, "the config's deltaT differs", [&] {
+      adalora_config cfg = s.config;
+      if (rank == size - 1) cfg.deltaT = 5;
+      rank_tensors<eigen_backend> t(s, parts_of(s, layout_kind::disjoint, rank, size));
+      alloc_t alloc(cfg, comm, ownership::partitioned);
+      t.register_with(alloc);
+      t.run(alloc, 0, 1);
+    });
+  if (which == "adapters")
+    return expect_everywhere<usage_error>(which, "the adapters differ", [&] {
+      auto parts = parts_of(s, layout_kind::replicated, rank, size);
+      if (rank == size - 1) parts.pop_back();
+      rank_tensors<eigen_backend> t(s, parts);
+      alloc_t alloc(s.config, comm, ownership::replicated);
+      t.register_with(alloc);
+      t.run(alloc, 0, 1);
+    });
+  if (which == "shards")
+    return expect_everywhere<shape_error>(which, "no rank holds rows of lora_B", [&] {
+      auto parts = parts_of(s, layout_kind::sharded, rank, size);
+      if (rank == size - 1) parts.erase(parts.begin());  // its slice of wide_q is missing
+      rank_tensors<eigen_backend> t(s, parts);
+      alloc_t alloc(s.config, comm, ownership::partitioned);
+      t.register_with(alloc);
+      t.run(alloc, 0, 1);
+    });
+  if (which == "non_finite")
+    return expect_everywhere<non_finite_error>(which, "ranks failed their part of the step", [&] {
+      rank_tensors<eigen_backend> t(s, parts_of(s, layout_kind::disjoint, rank, size));
+      alloc_t alloc(s.config, comm, ownership::partitioned);
+      t.register_with(alloc);
+      t.run(alloc, 0, 6);
+      t.load(s.steps[6]);
+      if (rank == size - 1) t.poke_gradient(0, 0, std::numeric_limits<float>::infinity());
+      alloc.step(s.steps[6]);
+    });
+  if (which == "steps")
+    return expect_everywhere<usage_error>(which, "the ranks called different steps", [&] {
+      rank_tensors<eigen_backend> t(s, parts_of(s, layout_kind::disjoint, rank, size));
+      alloc_t alloc(s.config, comm, ownership::partitioned);
+      t.register_with(alloc);
+      t.run(alloc, 0, 4);
+      alloc.step(rank == size - 1 ? 5 : 4);
+    });
+  if (which == "divergence")
+    return expect_everywhere<replica_divergence_error>(which, "the replicas' triplet scores differ", [&] {
+      rank_tensors<eigen_backend> t(s, parts_of(s, layout_kind::replicated, rank, size));
+      distributed_options o;
+      o.check_replicas = true;
+      alloc_t alloc(s.config, comm, ownership::replicated, o);
+      t.register_with(alloc);
+      t.run(alloc, 0, 6);
+      t.load(6);
+      if (rank == size - 1) t.poke_gradient(1, 0, 1000.0f);
+      alloc.step(6);
+    });
+  throw usage_error("unknown error case '" + which + "'");
+}
+
+int checkpoint(const std::filesystem::path& folder) {
+  const scenario s = tiled_scenario();
+  const run_record single = run_single<eigen_backend>(s);
+  const mpi_communicator comm(MPI_COMM_WORLD);
+  const int rank = comm.rank(), size = comm.size();
+  const auto file = folder / ("allocator-rank-" + std::to_string(rank) + ".safetensors");
+  std::filesystem::create_directories(folder);
+  const std::size_t split = 9;
+  run_record record;
+  {
+    rank_tensors<eigen_backend> t(s, parts_of(s, layout_kind::sharded, rank, size));
+    alloc_t alloc(s.config, comm, ownership::partitioned);
+    t.register_with(alloc);
+    record = t.run(alloc, 0, split);
+    io::save_checkpoint(alloc, file);
+  }
+  {
+    // the next process: the same ranks, each from its own file
+    rank_tensors<eigen_backend> t(s, parts_of(s, layout_kind::sharded, rank, size));
+    alloc_t alloc(s.config, comm, ownership::partitioned);
+    t.register_with(alloc);
+    io::load_checkpoint(alloc, file);
+    const auto rest = t.run(alloc, split);
+    record.insert(record.end(), rest.begin(), rest.end());
+  }
+  const std::string diff = first_difference(record, single);
+  int failed = every_rank_passed(diff.empty(), "saved after " + std::to_string(split) + " steps and resumed: " +
+                                                   (diff.empty() ? "= one process" : diff))
+                   ? 0
+                   : 1;
+  // one rank fewer: refused with a clear error (the ranks of the smaller group each try their own file)
+  MPI_Comm fewer = MPI_COMM_NULL;
+  MPI_Comm_split(MPI_COMM_WORLD, rank < size - 1 ? 0 : MPI_UNDEFINED, rank, &fewer);
+  std::string message = "(not in the smaller group)";
+  bool ok = true;
+  if (fewer != MPI_COMM_NULL) {
+    {
+      const mpi_communicator small(fewer);
+      rank_tensors<eigen_backend> t(s, parts_of(s, layout_kind::sharded, small.rank(), small.size()));
+      alloc_t alloc(s.config, small, ownership::partitioned);
+      t.register_with(alloc);
+      try {
+        io::load_checkpoint(alloc, file);
+        message = "restored, but should have been refused";
+        ok = false;
+      } catch (const usage_error& e) {
+        message = e.what();
+        ok = message.find("it was saved by rank " + std::to_string(rank) + " of " + std::to_string(size) +
+                          " and this is rank " + std::to_string(rank) + " of " + std::to_string(size - 1)) !=
+             std::string::npos;
+      }
+    }
+    MPI_Comm_free(&fewer);
+  }
+  if (!every_rank_passed(ok, "restored on " + std::to_string(size - 1) + " ranks: " + message)) failed = 1;
+  return failed;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  MPI_Init(&argc, &argv);
+  int status = 2;
+  try {
+    const std::vector<std::string> args(argv + 1, argv + argc);
+    if (args.size() >= 2 && args[0] == "run")
+      status = run(args[1], args.size() > 2 && args[2] == "per_triplet");
+    else if (args.size() == 2 && args[0] == "error")
+      status = error_case(args[1]);
+    else if (args.size() == 2 && args[0] == "checkpoint")
+      status = checkpoint(args[1]);
+    else
+      std::fprintf(stderr, "usage: mpi_allocator_check run LAYOUT [per_triplet] | error CASE | checkpoint FOLDER\n");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "rank %d: unexpected exception: %s\n", world_rank(), e.what());
+    MPI_Abort(MPI_COMM_WORLD, 3);
+  }
+  MPI_Finalize();
+  return status;
+}
