@@ -38,7 +38,9 @@ if(ADALORA_WITH_MPI)
     # (the tests run 4 ranks on 2-core machines) and refuses root without its consent (given by environment in the
     # tests, see tests/distributed/distributed_tests.cmake).
     set(ADALORA_MPIEXEC_FLAGS "")
-    if(MPI_CXX_LIBRARY_VERSION_STRING MATCHES "Open MPI")
+    execute_process(COMMAND ${MPIEXEC_EXECUTABLE} --version OUTPUT_VARIABLE _adalora_mpiexec_version
+                    ERROR_QUIET RESULT_VARIABLE _adalora_mpiexec_rc TIMEOUT 20)
+    if(_adalora_mpiexec_version MATCHES "Open MPI|OpenRTE")
       set(ADALORA_MPIEXEC_FLAGS --oversubscribe)
     endif()
     message(STATUS "adalora: MPI communicator (adalora::mpi) with ${MPIEXEC_EXECUTABLE}, MPI ${MPI_CXX_VERSION}")

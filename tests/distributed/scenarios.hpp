@@ -105,6 +105,37 @@ inline scenario tiled_scenario(unsigned seed = 7) {
   return s;
 }
 
+/// Values whose sums show a change of summation order, for the magnitude metric (score = |θ|): in every line about 4
+/// "big" values 1 + k · 2^-23 and the rest tiny (2^-55 · [1, 2)), so that a line's double sum often lies on a
+/// float rounding midpoint and the tiny values that survive the additions (which depend on their order) decide how
+/// the mean rounds; λ = 0, and P = 0 on even steps, Q = 0 on odd ones, so that a score is one mean alone. With
+/// deltaT = 1 every step masks. Summed in another order than one process's, about 1 % of the scores differ.
+inline scenario rounding_scenario() {
+  scenario s = tiled_scenario();
+  s.name = "rounding";
+  s.config.deltaT = 1;
+  const auto adapters = s.adapters;
+  s.values = [adapters](std::int64_t t, std::size_t k) {
+    std::mt19937 rng(77u * static_cast<unsigned>(t) + 13u * static_cast<unsigned>(k) + 5u);
+    std::uniform_int_distribution<int> mantissa(0, (1 << 23) - 1);
+    std::uniform_real_distribution<float> unit(1.0f, 2.0f);
+    const auto& a = adapters[k];
+    auto fill = [&](std::size_t n, std::size_t line) {
+      std::vector<float> v(n);
+      std::bernoulli_distribution big(4.0 / static_cast<double>(line));
+      for (auto& x : v)
+        x = big(rng) ? 1.0f + static_cast<float>(mantissa(rng)) * 0x1p-23f : std::ldexp(unit(rng), -55);
+      return v;
+    };
+    std::vector<float> A(a.r * a.in), B(a.out * a.r);
+    if (t % 2 == 0) A = fill(A.size(), a.in);
+    else B = fill(B.size(), a.out);
+    return step_values{A, std::vector<float>(a.r), B, std::vector<float>(A.size()), std::vector<float>(a.r),
+                       std::vector<float>(B.size())};
+  };
+  return s;
+}
+
 /// How the ranks hold a scenario's adapters.
 enum class layout_kind {
   replicated,  ///< every rank every adapter (ownership::replicated)
@@ -313,9 +344,9 @@ private:
 };
 
 /// The single process holding every adapter of the scenario, whole.
-template <Backend Bk>
+template <Backend Bk, ImportanceMetric M = sensitivity_uncertainty>
 run_record run_single(const scenario& s, Bk backend = Bk{}) {
-  rank_allocator<Bk> alloc(s.config, backend);
+  rank_allocator<Bk, M> alloc(s.config, backend);
   std::vector<rank_part> parts;
   for (std::size_t k = 0; k < s.adapters.size(); ++k) parts.push_back({k, 0, s.adapters[k].in, 0, s.adapters[k].out, true, true});
   rank_tensors<Bk> tensors(s, parts, backend);
@@ -323,15 +354,15 @@ run_record run_single(const scenario& s, Bk backend = Bk{}) {
   return tensors.run(alloc);
 }
 
-template <Backend Bk, Communicator C>
-using distributed_allocator = rank_allocator<Bk, sensitivity_uncertainty, cubic_schedule, float, C>;
+template <Backend Bk, Communicator C, ImportanceMetric M = sensitivity_uncertainty>
+using distributed_allocator = rank_allocator<Bk, M, cubic_schedule, float, C>;
 
 /// One rank's run of a scenario split as `kind` says.
-template <Backend Bk, Communicator C>
+template <Backend Bk, ImportanceMetric M = sensitivity_uncertainty, Communicator C>
 run_record run_rank(const scenario& s, layout_kind kind, C comm, distributed_options options = {}, Bk backend = Bk{}) {
   rank_tensors<Bk> tensors(s, parts_of(s, kind, comm.rank(), comm.size()), backend);
   const ownership mode = kind == layout_kind::replicated ? ownership::replicated : ownership::partitioned;
-  distributed_allocator<Bk, C> alloc(s.config, comm, mode, options, backend);
+  distributed_allocator<Bk, C, M> alloc(s.config, comm, mode, options, backend);
   tensors.register_with(alloc);
   return tensors.run(alloc);
 }

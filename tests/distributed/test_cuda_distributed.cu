@@ -14,6 +14,7 @@
 #include "adalora/backends/cuda/cuda_backend.cuh"
 #include "adalora/backends/eigen/eigen_backend.hpp"
 #include "adalora/distributed/thread_communicator.hpp"
+#include "adalora/importance/magnitude.hpp"
 #include "distributed/scenarios.hpp"
 #if defined(ADALORA_TEST_NCCL)
 #include "adalora/distributed/nccl/nccl_communicator.cuh"
@@ -26,6 +27,7 @@ namespace {
 
 const std::string traces = ADALORA_TRACES_DIR;
 
+template <ImportanceMetric M = sensitivity_uncertainty>
 std::vector<run_record> cuda_threads(const scenario& s, layout_kind kind, int size) {
   thread_group group(size, std::chrono::seconds(120));
   std::vector<run_record> records(static_cast<std::size_t>(size));
@@ -33,7 +35,7 @@ std::vector<run_record> cuda_threads(const scenario& s, layout_kind kind, int si
     cudaStream_t stream = nullptr;
     detail::cuda_check(cudaStreamCreate(&stream), "cudaStreamCreate");
     try {
-      records[static_cast<std::size_t>(c.rank())] = run_rank<cuda_backend>(s, kind, c, {}, cuda_backend{stream});
+      records[static_cast<std::size_t>(c.rank())] = run_rank<cuda_backend, M>(s, kind, c, {}, cuda_backend{stream});
     } catch (...) {
       cudaStreamDestroy(stream);
       throw;
@@ -59,6 +61,11 @@ TEST_CASE("CUDA, ranks as threads: every ownership gives one process's run bit f
       for (const auto& r : cuda_threads(*s, kind, 3)) REQUIRE(first_difference(r, single) == "");
     }
   }
+  // where the summation order shows in the scores (see rounding_scenario)
+  const scenario rounding = rounding_scenario();
+  const run_record single = run_single<cuda_backend, magnitude>(rounding);
+  REQUIRE(first_difference(single, run_single<eigen_backend, magnitude>(rounding)) == "");
+  for (const auto& r : cuda_threads<magnitude>(rounding, layout_kind::sharded, 3)) REQUIRE(first_difference(r, single) == "");
 }
 
 #if defined(ADALORA_TEST_NCCL)

@@ -10,7 +10,9 @@
 #include <string>
 #include <vector>
 
+#include "adalora/distributed/reshard.hpp"
 #include "adalora/distributed/thread_communicator.hpp"
+#include "adalora/importance/magnitude.hpp"
 #include "adalora/io/allocator_checkpoint.hpp"
 #include "distributed/scenarios.hpp"
 #include "support/backends_under_test.hpp"
@@ -34,14 +36,18 @@ const scenario& tiled() {
   static const scenario s = tiled_scenario();
   return s;
 }
+const scenario& rounding() {
+  static const scenario s = rounding_scenario();
+  return s;
+}
 
 /// Every rank's record of a run of `s` split as `kind` on `size` threads (the exception of any rank is rethrown).
-template <Backend Bk = eigen_backend>
+template <Backend Bk = eigen_backend, ImportanceMetric M = sensitivity_uncertainty>
 std::vector<run_record> run_threads(const scenario& s, layout_kind kind, int size, distributed_options options = {}) {
   thread_group group(size, std::chrono::seconds(120));
   std::vector<run_record> records(static_cast<std::size_t>(size));
   const auto errors = group.run([&](thread_communicator c) {
-    records[static_cast<std::size_t>(c.rank())] = run_rank<Bk>(s, kind, c, options);
+    records[static_cast<std::size_t>(c.rank())] = run_rank<Bk, M>(s, kind, c, options);
   });
   for (const auto& e : errors)
     if (e) std::rethrow_exception(e);
@@ -95,6 +101,24 @@ TEST_CASE("distributed, exact sums: every ownership on 2, 3, 4 ranks gives one p
   }
 }
 
+TEST_CASE("distributed, exact sums: split lines summed in one process's order, shown where the order shows",
+          "[distributed]") {
+  // the rounding scenario's scores change with the summation order (see rounding_scenario); the magnitude metric
+  const run_record single = run_single<eigen_backend, magnitude>(rounding());
+  REQUIRE(prunes(single));
+  for (layout_kind kind : {layout_kind::disjoint, layout_kind::sharded})
+    for (int size : {2, 3, 4}) {
+      INFO(layout_name(kind) << ", " << size << " ranks");
+      for (const auto& r : run_threads<eigen_backend, magnitude>(rounding(), kind, size))
+        REQUIRE(first_difference(r, single) == "");
+    }
+  // per_triplet sums split lines in another order: there, some scores differ in their last bit
+  distributed_options o;
+  o.sums = shard_sums::per_triplet;
+  const auto other = run_threads<eigen_backend, magnitude>(rounding(), layout_kind::sharded, 3, o);
+  REQUIRE_THAT(first_difference(other[0], single), Catch::Contains("scores of"));
+}
+
 TEST_CASE("distributed, per_triplet sums: identical on every rank, close to one process", "[distributed]") {
   distributed_options o;
   o.sums = shard_sums::per_triplet;
@@ -145,8 +169,8 @@ TEST_CASE("distributed: what a mask step exchanges", "[distributed]") {
 
 TEMPLATE_LIST_TEST_CASE("distributed on every backend: sharded and disjoint runs give one process's bit for bit",
                         "[distributed][backends]", adalora::testing::backends_under_test) {
-  const run_record single = run_single<TestType>(tiled());
-  for (const auto& r : run_threads<TestType>(tiled(), layout_kind::sharded, 3))
+  const run_record single = run_single<TestType, magnitude>(rounding());
+  for (const auto& r : run_threads<TestType, magnitude>(rounding(), layout_kind::sharded, 3))
     REQUIRE(first_difference(r, single) == "");
   const run_record basic_single = run_single<TestType>(basic());
   for (const auto& r : run_threads<TestType>(basic(), layout_kind::disjoint, 2))
@@ -345,9 +369,10 @@ TEST_CASE("distributed errors: ranks at different steps", "[distributed][errors]
 TEST_CASE("distributed errors: diverged replicas are caught by the replica check", "[distributed][errors]") {
   distributed_options check;
   check.check_replicas = true;
+  // (alloc-basic: a gradient of 1000 is far outside its values; step 6 is a mask step)
   auto run = [&](distributed_options o) {
-    return on_ranks(tiled(), layout_kind::replicated, 3, [&](thread_communicator c, auto& t) {
-      alloc_t alloc(tiled().config, c, ownership::replicated, o);
+    return on_ranks(basic(), layout_kind::replicated, 3, [&](thread_communicator c, auto& t) {
+      alloc_t alloc(basic().config, c, ownership::replicated, o);
       t.register_with(alloc);
       t.run(alloc, 0, 6);
       t.load(6);
@@ -427,4 +452,73 @@ TEST_CASE("distributed checkpoints: each rank saves and resumes bit for bit; ano
                             Catch::Contains("it was saved by rank 0 of 3 and this is rank 0 of 2"));
       }
     }
+}
+
+TEST_CASE("distributed checkpoints: re-sharded onto another number of ranks, or one process, the run goes on bit for bit",
+          "[distributed][checkpoint]") {
+  const scenario& s = tiled();
+  const run_record single = run_single<eigen_backend>(s);
+  const std::size_t split = 9;  // mid-budgeting: importance, pattern and scores all carry over
+  const run_record tail(single.begin() + static_cast<std::ptrdiff_t>(split), single.end());
+  // every rank's state after `split` steps of a run on `size` ranks held as `kind`
+  auto saved = [&](layout_kind kind, int size) {
+    std::vector<allocator_state> states(static_cast<std::size_t>(size));
+    thread_group group(size, std::chrono::seconds(60));
+    const auto errors = group.run([&](thread_communicator c) {
+      rank_tensors<eigen_backend> t(s, parts_of(s, kind, c.rank(), c.size()));
+      alloc_t alloc(s.config, c, kind == layout_kind::replicated ? ownership::replicated : ownership::partitioned);
+      t.register_with(alloc);
+      t.run(alloc, 0, split);
+      // through the checkpoint format
+      states[static_cast<std::size_t>(c.rank())] =
+          io::read_allocator_checkpoint(io::safetensors_file::parse(io::allocator_checkpoint_bytes(alloc.save_state())));
+    });
+    for (const auto& e : errors)
+      if (e) std::rethrow_exception(e);
+    return states;
+  };
+  // resume the rest on `size` ranks held as `kind`, each rank cut from `states`
+  auto resume = [&](const std::vector<allocator_state>& states, layout_kind kind, int size) {
+    std::vector<run_record> records(static_cast<std::size_t>(size));
+    thread_group group(size, std::chrono::seconds(60));
+    const auto errors = group.run([&](thread_communicator c) {
+      rank_tensors<eigen_backend> t(s, parts_of(s, kind, c.rank(), c.size()));
+      alloc_t alloc(s.config, c, kind == layout_kind::replicated ? ownership::replicated : ownership::partitioned);
+      t.register_with(alloc);
+      alloc.restore_state(reshard_allocator_states(states, alloc.save_state()));
+      records[static_cast<std::size_t>(c.rank())] = t.run(alloc, split);
+    });
+    for (const auto& e : errors)
+      if (e) std::rethrow_exception(e);
+    return records;
+  };
+  const auto three = saved(layout_kind::sharded, 3);
+  for (const auto& r : resume(three, layout_kind::sharded, 2)) REQUIRE(first_difference(r, tail) == "");
+  for (const auto& r : resume(three, layout_kind::disjoint, 4)) REQUIRE(first_difference(r, tail) == "");
+  for (const auto& r : resume(three, layout_kind::replicated, 2)) REQUIRE(first_difference(r, tail) == "");
+  // into one process, and from one process (or replicas) onto partitioned ranks
+  {
+    rank_allocator<eigen_backend> one(s.config);
+    std::vector<rank_part> whole;
+    for (std::size_t k = 0; k < s.adapters.size(); ++k) whole.push_back({k, 0, s.adapters[k].in, 0, s.adapters[k].out, true, true});
+    rank_tensors<eigen_backend> t(s, whole);
+    t.register_with(one);
+    one.restore_state(reshard_allocator_states(three, one.save_state()));
+    REQUIRE(first_difference(t.run(one, split), tail) == "");
+  }
+  for (const auto& r : resume(saved(layout_kind::replicated, 2), layout_kind::sharded, 4))
+    REQUIRE(first_difference(r, tail) == "");
+  // what cannot be cut: a rank's state missing, states of different steps
+  auto missing = three;
+  missing.pop_back();
+  thread_group one_rank(1);
+  alloc_t target(s.config, one_rank.communicator(0), ownership::partitioned);
+  rank_tensors<eigen_backend> t(s, parts_of(s, layout_kind::disjoint, 0, 1));
+  t.register_with(target);
+  REQUIRE_THROWS_WITH(reshard_allocator_states(missing, target.save_state()),
+                      Catch::Contains("the run had 3 ranks, but 2 states were given"));
+  auto mixed = three;
+  mixed[1].last_step = 3;
+  REQUIRE_THROWS_WITH(reshard_allocator_states(mixed, target.save_state()),
+                      Catch::Contains("saved states 0 and 1 are of different steps"));
 }

@@ -381,6 +381,7 @@ public:
                         "total_step)");
     if (s.metric != M::name) throw usage_error(where + "metric '" + s.metric + "' vs '" + M::name + "'");
     if (s.schedule != S::name) throw usage_error(where + "schedule '" + s.schedule + "' vs '" + S::name + "'");
+    check_distributed_checkpoint(s, where);
     if (s.adapters.size() != adapters_.size())
       throw usage_error(where + std::to_string(s.adapters.size()) + " adapters vs " + std::to_string(adapters_.size()) +
                         " registered");
@@ -394,7 +395,6 @@ public:
                           std::to_string(mine.r) + ", in " + std::to_string(mine.in) + ", out " +
                           std::to_string(mine.out) + ") here");
     }
-    check_distributed_checkpoint(s, where);
     // partitioned: the pattern and scores run over the union of every rank's adapters
     std::size_t b0 = static_cast<std::size_t>(initial_budget_);
     if (partitioned()) {
@@ -441,7 +441,8 @@ private:
   void check_distributed_checkpoint(const allocator_state& s, const std::string& where) const {
     const auto& d = s.distributed;
     const std::string reshard = "; restore each rank from the checkpoint its own rank saved in a run on as many ranks, "
-                                "or convert the checkpoints with io::reshard_allocator_states";
+                                "or cut every rank's checkpoint into this allocator's parts with "
+                                "reshard_allocator_states (distributed/reshard.hpp)";
     if constexpr (distributed) {
       const bool part = partitioned();
       if (!d) {
