@@ -3,9 +3,10 @@
 //
 // Benchmarks (names are what --benchmark_filter matches; <layout> is how the LLaMA-7B set, 224 adapters at init_r 12,
 // is held by the N ranks):
+//   exchange/status/ranks:N     the status all-gather that every step before the final pattern makes (32 B per rank)
 //   exchange/<layout>/ranks:N   the mask step's all-gather of score sums alone (mpi_communicator::all_gather of the
-//                               segment the allocator sends); counters: bytes_per_rank, gathered (bytes per rank
-//                               and step), and the status all-gather's 32 B per rank that every step also makes
+//                               segment the allocator sends); counters: bytes_per_rank, gathered (bytes every rank
+//                               receives per mask step)
 //   step/update/<layout>/ranks:N  allocator.step(t) in the warm-up phase on every rank (each rank's own part)
 //   step/mask/<layout>/ranks:N    allocator.step(t) on a mask step (importance, exchange, threshold, masks)
 //   step/mask/single/ranks:1      (N = 1 only) the single-process allocator (self_communicator) on the whole set
@@ -188,6 +189,19 @@ void bm_exchange(benchmark::State& st, const std::string& layout) {
   st.counters["gathered"] = static_cast<double>(bytes * static_cast<std::size_t>(comm.size()));
 }
 
+// The status all-gather every step before the final pattern makes (4 words per rank).
+void bm_status(benchmark::State& st) {
+  const mpi_communicator comm(MPI_COMM_WORLD);
+  std::uint64_t mine[4] = {1, 0, 0, 0};
+  std::vector<std::uint64_t> all(4 * static_cast<std::size_t>(comm.size()));
+  for (auto _ : st) {
+    barrier_untimed(st);
+    comm.all_gather_host(mine, 4, all.data());
+    benchmark::DoNotOptimize(all.data());
+  }
+  st.counters["bytes_per_rank"] = 32;
+}
+
 /// Rank 0 reports; the others run the same benchmarks silently.
 class silent_reporter : public benchmark::BenchmarkReporter {
 public:
@@ -202,6 +216,8 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   const int size = world_size();
   const std::string ranks = "/ranks:" + std::to_string(size);
+  benchmark::RegisterBenchmark(("exchange/status" + ranks).c_str(), bm_status)
+      ->Iterations(200)->Repetitions(5)->ReportAggregatesOnly(true)->Unit(benchmark::kMicrosecond);
   std::vector<std::string> layouts{"disjoint", "sharded-exact", "sharded-per_triplet"};
   if (size == 1) layouts = {"whole"};
   for (const auto& layout : layouts) {

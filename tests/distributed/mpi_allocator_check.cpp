@@ -105,63 +105,65 @@ int error_case(const std::string& which) {
   const scenario s = which == "shards" ? tiled_scenario() : scenarios()[0];
   const mpi_communicator comm(MPI_COMM_WORLD);
   const int rank = comm.rank(), size = comm.size();
-  if (which == "config")
-    return expect_everywhere<config_error>(which, "the config's deltaT differs", [&] {
-      adalora_config cfg = s.config;
-      if (rank == size - 1) cfg.deltaT = 5;
-      rank_tensors<eigen_backend> t(s, parts_of(s, layout_kind::disjoint, rank, size));
-      alloc_t alloc(cfg, comm, ownership::partitioned);
+  const bool last = rank == size - 1;  // the rank that differs
+  // this rank's part of `kind`, as `change` leaves it, registered with an allocator of `cfg`
+  auto with = [&](layout_kind kind, auto change, auto body, adalora_config cfg, distributed_options o = {}) {
+    return [=, &s] {
+      auto parts = parts_of(s, kind, rank, size);
+      change(parts);
+      rank_tensors<eigen_backend> t(s, parts);
+      alloc_t alloc(cfg, comm, kind == layout_kind::replicated ? ownership::replicated : ownership::partitioned, o);
       t.register_with(alloc);
-      t.run(alloc, 0, 1);
-    });
+      body(t, alloc);
+    };
+  };
+  const auto same = [](std::vector<rank_part>&) {};
+  const auto first_step = [](auto& t, auto& alloc) { t.run(alloc, 0, 1); };
+  if (which == "config") {
+    adalora_config cfg = s.config;
+    if (last) cfg.deltaT = 5;
+    return expect_everywhere<config_error>(which, "the config's deltaT differs",
+                                           with(layout_kind::disjoint, same, first_step, cfg));
+  }
   if (which == "adapters")
-    return expect_everywhere<usage_error>(which, "the adapters differ", [&] {
-      auto parts = parts_of(s, layout_kind::replicated, rank, size);
-      if (rank == size - 1) parts.pop_back();
-      rank_tensors<eigen_backend> t(s, parts);
-      alloc_t alloc(s.config, comm, ownership::replicated);
-      t.register_with(alloc);
-      t.run(alloc, 0, 1);
-    });
-  if (which == "shards")
-    return expect_everywhere<shape_error>(which, "no rank holds rows of lora_B", [&] {
-      auto parts = parts_of(s, layout_kind::sharded, rank, size);
-      if (rank == size - 1) parts.erase(parts.begin());  // its slice of wide_q is missing
-      rank_tensors<eigen_backend> t(s, parts);
-      alloc_t alloc(s.config, comm, ownership::partitioned);
-      t.register_with(alloc);
-      t.run(alloc, 0, 1);
-    });
+    return expect_everywhere<usage_error>(
+        which, "the adapters differ",
+        with(layout_kind::replicated, [&](std::vector<rank_part>& p) { if (last) p.pop_back(); }, first_step, s.config));
+  if (which == "shards")  // the last rank's slice of wide_q is missing
+    return expect_everywhere<shape_error>(
+        which, "no rank holds rows of lora_B",
+        with(layout_kind::sharded, [&](std::vector<rank_part>& p) { if (last) p.erase(p.begin()); }, first_step, s.config));
   if (which == "non_finite")
-    return expect_everywhere<non_finite_error>(which, "ranks failed their part of the step", [&] {
-      rank_tensors<eigen_backend> t(s, parts_of(s, layout_kind::disjoint, rank, size));
-      alloc_t alloc(s.config, comm, ownership::partitioned);
-      t.register_with(alloc);
-      t.run(alloc, 0, 6);
-      t.load(s.steps[6]);
-      if (rank == size - 1) t.poke_gradient(0, 0, std::numeric_limits<float>::infinity());
-      alloc.step(s.steps[6]);
-    });
+    return expect_everywhere<non_finite_error>(which, "ranks failed their part of the step",
+                                               with(layout_kind::disjoint, same,
+                                                    [&](auto& t, auto& alloc) {
+                                                      t.run(alloc, 0, 6);
+                                                      t.load(s.steps[6]);
+                                                      if (last) t.poke_gradient(0, 0, std::numeric_limits<float>::infinity());
+                                                      alloc.step(s.steps[6]);
+                                                    },
+                                                    s.config));
   if (which == "steps")
-    return expect_everywhere<usage_error>(which, "the ranks called different steps", [&] {
-      rank_tensors<eigen_backend> t(s, parts_of(s, layout_kind::disjoint, rank, size));
-      alloc_t alloc(s.config, comm, ownership::partitioned);
-      t.register_with(alloc);
-      t.run(alloc, 0, 4);
-      alloc.step(rank == size - 1 ? 5 : 4);
-    });
-  if (which == "divergence")
-    return expect_everywhere<replica_divergence_error>(which, "the replicas' triplet scores differ", [&] {
-      rank_tensors<eigen_backend> t(s, parts_of(s, layout_kind::replicated, rank, size));
-      distributed_options o;
-      o.check_replicas = true;
-      alloc_t alloc(s.config, comm, ownership::replicated, o);
-      t.register_with(alloc);
-      t.run(alloc, 0, 6);
-      t.load(6);
-      if (rank == size - 1) t.poke_gradient(1, 0, 1000.0f);
-      alloc.step(6);
-    });
+    return expect_everywhere<usage_error>(which, "the ranks called different steps",
+                                          with(layout_kind::disjoint, same,
+                                               [&](auto& t, auto& alloc) {
+                                                 t.run(alloc, 0, 4);
+                                                 alloc.step(last ? 5 : 4);
+                                               },
+                                               s.config));
+  if (which == "divergence") {
+    distributed_options o;
+    o.check_replicas = true;
+    return expect_everywhere<replica_divergence_error>(which, "the replicas' triplet scores differ",
+                                                       with(layout_kind::replicated, same,
+                                                            [&](auto& t, auto& alloc) {
+                                                              t.run(alloc, 0, 6);
+                                                              t.load(6);
+                                                              if (last) t.poke_gradient(1, 0, 1000.0f);
+                                                              alloc.step(6);
+                                                            },
+                                                            s.config, o));
+  }
   throw usage_error("unknown error case '" + which + "'");
 }
 

@@ -194,6 +194,21 @@ std::vector<std::exception_ptr> on_ranks(const scenario& s, layout_kind kind, in
   });
 }
 
+/// Every rank's exception from the first step of `s` split as `kind` on `size` ranks, after
+/// change(rank, parts) changed what each rank registers.
+template <class F>
+std::vector<std::exception_ptr> first_step_with(const scenario& s, layout_kind kind, int size, F change) {
+  const ownership mode = kind == layout_kind::replicated ? ownership::replicated : ownership::partitioned;
+  return on_ranks(s, kind, size, [&](thread_communicator c, auto& t) {
+    auto parts = t.parts();
+    change(c.rank(), parts);
+    rank_tensors<eigen_backend> mine(s, parts);
+    alloc_t alloc(s.config, c, mode);
+    mine.register_with(alloc);
+    mine.run(alloc, 0, 1);
+  });
+}
+
 }  // namespace
 
 TEST_CASE("distributed errors: a config that differs between ranks", "[distributed][errors]") {
@@ -225,50 +240,36 @@ TEST_CASE("distributed errors: ownership, options or metric that differ", "[dist
 }
 
 TEST_CASE("distributed errors: replicas that register different adapters", "[distributed][errors]") {
-  const auto errors = on_ranks(edge(), layout_kind::replicated, 3, [](thread_communicator c, auto& t) {
-    alloc_t alloc(edge().config, c, ownership::replicated);
-    // rank 1 registers every adapter but the last
-    auto parts = t.parts();
-    if (c.rank() == 1) parts.pop_back();
-    rank_tensors<eigen_backend> mine(edge(), parts);
-    mine.register_with(alloc);
-    mine.run(alloc, 0, 1);
+  // rank 1 registers every adapter but the last
+  const auto errors = first_step_with(edge(), layout_kind::replicated, 3, [](int rank, std::vector<rank_part>& parts) {
+    if (rank == 1) parts.pop_back();
   });
   same_error_everywhere<usage_error>(errors, "the adapters differ: rank 0 registers 'layers.1.v' (r 4, in");
   REQUIRE_THAT(every_rank_threw<usage_error>(errors)[0], Catch::Contains("but rank 1 registers nothing"));
 }
 
 TEST_CASE("distributed errors: partitioned parts that overlap, leave a gap, or count λ twice", "[distributed][errors]") {
-  // every rank registers adapter 0 whole: overlap, with a hint about replicated ownership
-  const auto overlap = on_ranks(edge(), layout_kind::disjoint, 2, [](thread_communicator c, auto& t) {
-    alloc_t alloc(edge().config, c, ownership::partitioned);
-    auto parts = t.parts();
-    if (c.rank() == 1) parts.insert(parts.begin(), rank_part{0, 0, edge().adapters[0].in, 0, edge().adapters[0].out, true, true});
-    rank_tensors<eigen_backend> mine(edge(), parts);
-    mine.register_with(alloc);
-    mine.run(alloc, 0, 1);
-  });
-  same_error_everywhere<shape_error>(overlap, "use ownership::replicated");
-  // rank 1 leaves its slice of every sharded adapter out
-  const auto gap = on_ranks(tiled(), layout_kind::sharded, 3, [](thread_communicator c, auto& t) {
-    alloc_t alloc(tiled().config, c, ownership::partitioned);
-    auto parts = t.parts();
-    if (c.rank() == 1) parts.erase(parts.begin());
-    rank_tensors<eigen_backend> mine(tiled(), parts);
-    mine.register_with(alloc);
-    mine.run(alloc, 0, 1);
-  });
-  same_error_everywhere<shape_error>(gap, "adapter 'wide_q': no rank holds rows of lora_B [");
+  // rank 1 registers adapter 0 whole too: overlap, with a hint about replicated ownership
+  const auto a0 = edge().adapters[0];
+  same_error_everywhere<shape_error>(
+      first_step_with(edge(), layout_kind::disjoint, 2,
+                      [&](int rank, std::vector<rank_part>& parts) {
+                        if (rank == 1) parts.insert(parts.begin(), rank_part{0, 0, a0.in, 0, a0.out, true, true});
+                      }),
+      "use ownership::replicated");
+  // rank 1 leaves its slice of the first sharded adapter out
+  same_error_everywhere<shape_error>(
+      first_step_with(tiled(), layout_kind::sharded, 3,
+                      [](int rank, std::vector<rank_part>& parts) {
+                        if (rank == 1) parts.erase(parts.begin());
+                      }),
+      "adapter 'wide_q': no rank holds rows of lora_B [");
   // every rank counts λ of every adapter
-  const auto twice = on_ranks(tiled(), layout_kind::sharded, 2, [](thread_communicator c, auto& t) {
-    alloc_t alloc(tiled().config, c, ownership::partitioned);
-    auto parts = t.parts();
-    for (auto& p : parts) p.counts_lambda = true;
-    rank_tensors<eigen_backend> mine(tiled(), parts);
-    mine.register_with(alloc);
-    mine.run(alloc, 0, 1);
-  });
-  same_error_everywhere<shape_error>(twice, "λ is counted by rank 0, rank 1, more than once");
+  same_error_everywhere<shape_error>(first_step_with(tiled(), layout_kind::sharded, 2,
+                                                     [](int, std::vector<rank_part>& parts) {
+                                                       for (auto& p : parts) p.counts_lambda = true;
+                                                     }),
+                                     "λ is counted by rank 0, rank 1, more than once");
   // a global shape that differs
   const auto shapes = on_ranks(tiled(), layout_kind::sharded, 2, [](thread_communicator c, auto& t) {
     alloc_t alloc(tiled().config, c, ownership::partitioned);
