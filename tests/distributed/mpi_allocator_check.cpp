@@ -19,6 +19,7 @@
 #include "adalora/importance/magnitude.hpp"
 #include "adalora/io/allocator_checkpoint.hpp"
 #include "distributed/scenarios.hpp"
+#include "support/trace_files.hpp"
 
 using namespace adalora;
 using namespace adalora::testing::distributed;
@@ -42,10 +43,12 @@ bool every_rank_passed(bool mine, const std::string& what) {
   return all == 1;
 }
 
+/// Every PEFT allocation trace the repository keeps, then the tiled scenario.
 std::vector<scenario> scenarios() {
-  const std::string traces = ADALORA_TRACES_DIR;
-  return {trace_scenario(traces + "/alloc-basic.safetensors"), trace_scenario(traces + "/alloc-edge.safetensors"),
-          tiled_scenario()};
+  std::vector<scenario> v;
+  for (const auto& f : adalora::testing::trace_files("alloc-")) v.push_back(trace_scenario(f.string()));
+  v.push_back(tiled_scenario());
+  return v;
 }
 
 layout_kind layout_of(const std::string& name) {
@@ -102,7 +105,8 @@ int expect_everywhere(const std::string& name, const std::string& text, const st
 }
 
 int error_case(const std::string& which) {
-  const scenario s = which == "shards" ? tiled_scenario() : scenarios()[0];
+  const scenario s = which == "shards" ? tiled_scenario()
+                                       : trace_scenario(std::string(ADALORA_TRACES_DIR) + "/alloc-basic.safetensors");
   const mpi_communicator comm(MPI_COMM_WORLD);
   const int rank = comm.rank(), size = comm.size();
   const bool last = rank == size - 1;  // the rank that differs

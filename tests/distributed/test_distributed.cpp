@@ -16,6 +16,7 @@
 #include "adalora/io/allocator_checkpoint.hpp"
 #include "distributed/scenarios.hpp"
 #include "support/backends_under_test.hpp"
+#include "support/trace_files.hpp"
 
 using namespace adalora;
 using namespace adalora::testing::distributed;
@@ -39,6 +40,16 @@ const scenario& tiled() {
 const scenario& rounding() {
   static const scenario s = rounding_scenario();
   return s;
+}
+/// Every PEFT allocation trace the repository keeps, then the tiled scenario.
+const std::vector<scenario>& all_scenarios() {
+  static const std::vector<scenario> all = [] {
+    std::vector<scenario> v;
+    for (const auto& f : adalora::testing::trace_files("alloc-")) v.push_back(trace_scenario(f.string()));
+    v.push_back(tiled_scenario());
+    return v;
+  }();
+  return all;
 }
 
 /// Every rank's record of a run of `s` split as `kind` on `size` threads (the exception of any rank is rethrown).
@@ -85,7 +96,9 @@ void same_error_everywhere(const std::vector<std::exception_ptr>& errors, const 
 
 TEST_CASE("distributed, exact sums: every ownership on 2, 3, 4 ranks gives one process's run bit for bit",
           "[distributed]") {
-  for (const scenario* s : {&basic(), &edge(), &tiled()}) {
+  REQUIRE(all_scenarios().size() >= 3);
+  for (const scenario& sc : all_scenarios()) {
+    const scenario* s = &sc;
     const run_record single = run_single<eigen_backend>(*s);
     REQUIRE(prunes(single));
     for (layout_kind kind : {layout_kind::replicated, layout_kind::disjoint, layout_kind::lopsided,
@@ -122,7 +135,8 @@ TEST_CASE("distributed, exact sums: split lines summed in one process's order, s
 TEST_CASE("distributed, per_triplet sums: identical on every rank, close to one process", "[distributed]") {
   distributed_options o;
   o.sums = shard_sums::per_triplet;
-  for (const scenario* s : {&basic(), &edge(), &tiled()}) {
+  for (const scenario& sc : all_scenarios()) {
+    const scenario* s = &sc;
     const run_record single = run_single<eigen_backend>(*s);
     for (int size : {2, 3, 4}) {
       INFO(s->name << ", sharded, " << size << " ranks");
