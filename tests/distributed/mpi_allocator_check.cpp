@@ -106,7 +106,7 @@ int expect_everywhere(const std::string& name, const std::string& text, const st
 
 int error_case(const std::string& which) {
   const scenario s = which == "shards" ? tiled_scenario()
-                                       : trace_scenario(std::string(ADALORA_TRACES_DIR) + "/alloc-basic.safetensors");
+                                       : trace_scenario((adalora::testing::traces_dir() / "alloc-basic.safetensors").string());
   const mpi_communicator comm(MPI_COMM_WORLD);
   const int rank = comm.rank(), size = comm.size();
   const bool last = rank == size - 1;  // the rank that differs

@@ -1,6 +1,8 @@
 // The distributed allocator on the GPU (nvcc, needs a GPU; scripts/gpu-check runs it with ctest -L cuda): ranks as
 // threads on the CUDA backend (the score sums staged through the host), and, with NCCL, one rank per visible GPU over
 // nccl_communicator, each against one process holding every adapter, bit for bit.
+#include "cuda/cuda_device_check.hpp"  // before catch2/catch.hpp
+
 #include <catch2/catch.hpp>
 
 #include <cuda_runtime_api.h>
@@ -16,6 +18,7 @@
 #include "adalora/distributed/thread_communicator.hpp"
 #include "adalora/importance/magnitude.hpp"
 #include "distributed/scenarios.hpp"
+#include "support/trace_files.hpp"
 #if defined(ADALORA_TEST_NCCL)
 #include "adalora/distributed/nccl/nccl_communicator.cuh"
 #endif
@@ -25,7 +28,7 @@ using namespace adalora::testing::distributed;
 
 namespace {
 
-const std::string traces = ADALORA_TRACES_DIR;
+const std::string traces = adalora::testing::traces_dir().string();
 
 template <ImportanceMetric M = sensitivity_uncertainty>
 std::vector<run_record> cuda_threads(const scenario& s, layout_kind kind, int size) {

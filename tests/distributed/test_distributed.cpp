@@ -23,7 +23,7 @@ using namespace adalora::testing::distributed;
 
 namespace {
 
-const std::string traces = ADALORA_TRACES_DIR;
+const std::string traces = adalora::testing::traces_dir().string();
 
 const scenario& basic() {
   static const scenario s = trace_scenario(traces + "/alloc-basic.safetensors");

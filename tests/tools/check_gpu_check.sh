@@ -30,8 +30,8 @@ no_device() {  # a program that finds no device, as the real ones do
   printf '#!/usr/bin/env bash\necho "%s: no CUDA device (no CUDA-capable device is detected)" >&2\nexit 2\n' "$1" \
     >"${work}/bundle/bin/$1"
 }
-for p in test_cuda_allocation test_cuda_bf16 test_cuda_adapters test_cuda_validate adalora-validate-cuda \
-  bench_adapter_cuda; do
+for p in test_cuda_allocation test_cuda_bf16 test_cuda_adapters test_cuda_validate test_cuda_distributed \
+  adalora-validate-cuda bench_adapter_cuda; do
   no_device "${p}"
 done
 cat >"${work}/bundle/bin/test_cuda_backend" <<'EOF'
@@ -76,7 +76,8 @@ $(cat "${summary}")"
 }
 expect "bundle sources" WARN "STALE"
 expect "test_cuda_backend" PASS "All tests passed \(120 assertions"
-for t in test_cuda_allocation test_cuda_bf16 test_cuda_adapters test_cuda_validate bench_adapter_cuda; do
+for t in test_cuda_allocation test_cuda_bf16 test_cuda_adapters test_cuda_validate test_cuda_distributed \
+  bench_adapter_cuda; do
   expect "${t}" FAIL "no CUDA device"
 done
 expect "traces, --backend cuda" FAIL "there is none here"
@@ -85,7 +86,7 @@ expect "bench_allocator_cuda" PASS "update/llama 0.500ms 75%.*launches update 2,
 [[ "$(tail -n 1 "${summary}")" == "gpu-check: FAILED"* ]] || fail "the summary's last line is not the verdict"
 grep -q '"passed": false' "${work}/out/summary.json" || fail "summary.json does not say the run failed"
 if command -v python3 >/dev/null 2>&1; then
-  python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); assert len(d["checks"]) == 12, len(d["checks"])' \
+  python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); assert len(d["checks"]) == 13, len(d["checks"])' \
     "${work}/out/summary.json" || fail "summary.json is not the expected JSON"
 fi
 
