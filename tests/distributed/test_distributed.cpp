@@ -3,13 +3,18 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <random>
 #include <exception>
 #include <limits>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "adalora/allocation/allocator_kernels.hpp"
+#include "adalora/allocation/tile_lanes.hpp"
 #include "adalora/distributed/reshard.hpp"
 #include "adalora/distributed/thread_communicator.hpp"
 #include "adalora/importance/magnitude.hpp"
@@ -189,6 +194,63 @@ TEMPLATE_LIST_TEST_CASE("distributed on every backend: sharded and disjoint runs
   const run_record basic_single = run_single<TestType>(basic());
   for (const auto& r : run_threads<TestType>(basic(), layout_kind::disjoint, 2))
     REQUIRE(first_difference(r, basic_single) == "");
+}
+
+TEST_CASE("split tiles: the fused pass's block form (a GPU's) leaves its tile form's results bit for bit",
+          "[distributed][lanes]") {
+  // one rank's part of an adapter that slice boundaries cut: Q columns [1000, 3100) of 4500 (tiles of 2048 cut at
+  // 1000 and 3100), P rows [100, 700) of 1100 (blocks of 341 rows cut at 100 and 700); r = 6
+  const detail::part_descriptor part{"x", 6, 4500, 1100, 1000, 2100, 100, 600, true};
+  const auto pp = detail::plan_parts({part}, shard_sums::exact);
+  const auto split = std::count_if(pp.tiles.begin(), pp.tiles.end(),
+                                   [](const detail::plan_tile& t) { return t.kind == detail::tile_kind::split; });
+  REQUIRE(split == 6 * 2 + 2);  // two cut Q tiles per row, two cut P blocks
+  REQUIRE(pp.split_floats > 0);
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(0.0f, 0.5f);
+  std::uniform_int_distribution<int> e(-30, 30);
+  auto values = [&](std::size_t n) {
+    std::vector<float> v(n);
+    for (auto& x : v) x = std::ldexp(u(rng) - 0.25f, e(rng));
+    return v;
+  };
+  std::vector<float> A = values(6 * 2100), E = values(6), B = values(600 * 6), gA = values(A.size()), gE = values(6),
+                     gB = values(B.size());
+  const svd_adapter_views<float> v{make_matrix_view(A.data(), 6, 2100), make_vector_view(E.data(), 6),
+                                   make_matrix_view(B.data(), 600, 6), make_matrix_view(gA.data(), 6, 2100),
+                                   make_vector_view(gE.data(), 6),    make_matrix_view(gB.data(), 600, 6)};
+  const auto tensors = detail::plan_tensors_of(v, 0);
+  const std::size_t plane = 6 * (2100 + 1 + 600);
+  std::vector<float> state(sensitivity_uncertainty::state_count * plane);
+  for (auto& x : state) x = std::ldexp(u(rng), e(rng));
+  struct outputs {
+    std::vector<float> state;
+    std::vector<std::uint32_t> bad;
+    std::vector<double> partial;
+    std::vector<float> scores;
+  };
+  auto run = [&](bool block) {
+    outputs o{std::vector<float>(state.size()), std::vector<std::uint32_t>(pp.tiles.size()),
+              std::vector<double>(pp.partials), std::vector<float>(pp.element_scores())};
+    const detail::fused_importance_fn<sensitivity_uncertainty, float, true, true> f{
+        sensitivity_uncertainty(adalora_config{}), tensors.data(), pp.tiles.data(), state.data(), o.state.data(),
+        plane, o.bad.data(), o.partial.data(), o.scores.data()};
+    if (block)
+      detail::run_tile_lanes_on_host(f, pp.tiles.size());
+    else
+      for (std::size_t t = 0; t < pp.tiles.size(); ++t) f(t);
+    return o;
+  };
+  const outputs tile = run(false), lanes = run(true);
+  auto same = [](const auto& a, const auto& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0])) == 0;
+  };
+  REQUIRE(same(tile.state, lanes.state));
+  REQUIRE(same(tile.bad, lanes.bad));
+  REQUIRE(same(tile.partial, lanes.partial));
+  REQUIRE(same(tile.scores, lanes.scores));
+  // the split pieces' scores were written (they are the scores of their elements, not zeros)
+  REQUIRE(std::count(tile.scores.begin() + 6, tile.scores.end(), 0.0f) == 0);
 }
 
 // ---- failures: the same error on every rank, no hang --------------------------------------------------------------
