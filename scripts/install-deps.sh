@@ -3,6 +3,7 @@
 #   bash scripts/install-deps.sh           compiler, CMake, Eigen, Catch2 v2, nlohmann_json, xtensor
 #   bash scripts/install-deps.sh --bench   the same plus Google Benchmark
 #   bash scripts/install-deps.sh --mpi     the same plus OpenMPI (the MPI communicator, its tests and example)
+#   bash scripts/install-deps.sh --ccache  the same plus ccache (scripts/test.sh's compiler cache)
 # ADALORA_SKIP_DEPS=1 skips it (e.g. when the dependencies come from elsewhere).
 set -euo pipefail
 self="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
@@ -12,14 +13,16 @@ cd "$(dirname "$self")/.."
 ADALORA_DEPS=(build-essential cmake libeigen3-dev catch2 nlohmann-json3-dev libxtensor-dev)
 ADALORA_BENCH_DEPS=(libbenchmark-dev)
 ADALORA_MPI_DEPS=(libopenmpi-dev openmpi-bin)
+ADALORA_CCACHE_DEPS=(ccache)
 
 packages=("${ADALORA_DEPS[@]}")
 for arg in "$@"; do
   case "$arg" in
     --bench) packages+=("${ADALORA_BENCH_DEPS[@]}") ;;
     --mpi) packages+=("${ADALORA_MPI_DEPS[@]}") ;;
+    --ccache) packages+=("${ADALORA_CCACHE_DEPS[@]}") ;;
     -h | --help)
-      sed -n '2,6p' "$self" | sed 's/^# \{0,1\}//'
+      sed -n '2,7p' "$self" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)

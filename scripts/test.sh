@@ -38,8 +38,21 @@ section "the repository is self-contained"
 bash scripts/check-self-contained.sh
 
 section "dependencies"
-# with OpenMPI: the MPI communicator's tests run under mpiexec (2, 3 and 4 ranks)
-bash scripts/install-deps.sh --mpi
+# with OpenMPI: the MPI communicator's tests run under mpiexec (2, 3 and 4 ranks); with ccache: see below
+bash scripts/install-deps.sh --mpi --ccache
+
+# Every compile of this script (g++, clang, nvcc, the Python package's CMake) goes through ccache, its cache kept in
+# ~/.cache/adalora/ccache (ADALORA_CCACHE_DIR) across runs and clones: a second run rebuilds only what changed.
+# Paths under the clone are hashed relative to it, so another clone of the same sources hits the same entries.
+# ADALORA_NO_CCACHE=1 compiles without it.
+if [[ "${ADALORA_NO_CCACHE:-0}" != "1" ]] && command -v ccache >/dev/null 2>&1; then
+  export CCACHE_DIR="${ADALORA_CCACHE_DIR:-${XDG_CACHE_HOME:-${HOME}/.cache}/adalora/ccache}"
+  export CCACHE_BASEDIR="${PWD}" CCACHE_NOHASHDIR=1 CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-8G}"
+  export CMAKE_CXX_COMPILER_LAUNCHER=ccache CMAKE_C_COMPILER_LAUNCHER=ccache CMAKE_CUDA_COMPILER_LAUNCHER=ccache
+  mkdir -p "${CCACHE_DIR}"
+  ccache --zero-stats >/dev/null
+  echo "ccache: ${CCACHE_DIR}"
+fi
 
 # The Python environment with torch and PEFT (made once, then cached: scripts/python-env.sh): the tests against the
 # real PEFT (the adapter round trip, the shipped traces' --check) run with it.
@@ -165,6 +178,11 @@ else
   export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
   export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
   ctest --test-dir "${asan_dir}" --output-on-failure -j "${jobs}" -LE 'packaging|python'
+fi
+
+if [[ -n "${CMAKE_CXX_COMPILER_LAUNCHER:-}" ]]; then
+  section "ccache"
+  ccache --show-stats | grep -E "Hits|Misses|Cache size" || true
 fi
 
 section "all tests passed in $((SECONDS - start))s"
