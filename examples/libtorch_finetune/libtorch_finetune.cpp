@@ -318,7 +318,7 @@ int main(int argc, char** argv) try {
   std::printf("held-out MSE of the base network %.4f, noise floor %.4f\n\n", data.base_loss, data.noise_floor);
   std::printf("%6s %9s %9s %7s  ranks (q k v o up down per block)\n", "step", "loss", "orth reg", "budget");
 
-  const std::int64_t print_every = s.steps / 16;
+  const std::int64_t print_every = std::max<std::int64_t>(1, s.steps / 12);
   at::Tensor order;
   for (std::int64_t t = 0; t < s.steps; ++t) {
     const std::int64_t per_epoch = s.train_seqs / s.batch, i = t % per_epoch;

@@ -5,8 +5,9 @@ The example (C++, libtorch) writes into DIR: adapter/ (write_peft_adalora of the
 base.safetensors (the frozen base weights, under the paths of a plain torch.nn model) and probe.safetensors (a batch
 of inputs, the fine-tuned model's outputs, and the network's shape as metadata). Here the same encoder is built in
 torch.nn, its base weights loaded, and PeftModel.from_pretrained(model, DIR/adapter) must:
-  - rebuild every module at the rank the allocator kept (the config's rank_pattern), with ranknum = init_r;
-  - compute the example's outputs (max |diff| <= 1e-4 against outputs of magnitude ~1), also after merging;
+  - rebuild every module at the rank the allocator kept (the config's rank_pattern), with ranknum = init_r (where
+    the rank is not 0);
+  - compute the example's outputs (max |diff| <= 2e-5, outputs of magnitude up to ~6), also after merging;
   - differ from the base network's outputs (else the check would prove nothing).
 
 Usage: peft_load.py --dir DIR
@@ -22,7 +23,7 @@ from peft import PeftModel
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-TOLERANCE = 1e-4
+TOLERANCE = 2e-5
 PROJECTIONS = ("q", "k", "v", "o", "up", "down")
 
 
@@ -115,7 +116,7 @@ def main():
             print(f"  PEFT {name:14s} rank {got} (exported {want}), ranknum {ranknum:g}")
             if got != want:
                 failures.append(f"{name}: PEFT rebuilt rank {got}, the export kept {want}")
-            if ranknum != init_r:
+            if want > 0 and ranknum != init_r:  # (PEFT sets ranknum 0 on a module it resizes to rank 0)
                 failures.append(f"{name}: ranknum {ranknum}, expected init_r = {init_r} (the scaling must not change)")
     with torch.no_grad():
         y = model(x)
