@@ -4,7 +4,10 @@
 #   bash scripts/install-deps.sh --bench   the same plus Google Benchmark
 #   bash scripts/install-deps.sh --mpi     the same plus OpenMPI (the MPI communicator, its tests and example)
 #   bash scripts/install-deps.sh --ccache  the same plus ccache (scripts/test.sh's compiler cache)
-# ADALORA_SKIP_DEPS=1 skips it (e.g. when the dependencies come from elsewhere).
+#   bash scripts/install-deps.sh --libtorch  the same plus Debian's CPU libtorch (adalora::libtorch, its tests and
+#                                          example; 164 packages, 125 MB to download, 512 MB installed, about a minute)
+# The options combine (scripts/test.sh: --mpi --ccache --libtorch). ADALORA_SKIP_DEPS=1 skips it (e.g. when the
+# dependencies come from elsewhere).
 set -euo pipefail
 self="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
 cd "$(dirname "$self")/.."
@@ -14,6 +17,8 @@ ADALORA_DEPS=(build-essential cmake libeigen3-dev catch2 nlohmann-json3-dev libx
 ADALORA_BENCH_DEPS=(libbenchmark-dev)
 ADALORA_MPI_DEPS=(libopenmpi-dev openmpi-bin)
 ADALORA_CCACHE_DEPS=(ccache)
+# the libtorch integration (adalora::libtorch, examples/libtorch_finetune): Debian's CPU-only libtorch 1.13
+ADALORA_LIBTORCH_DEPS=(libtorch-dev)
 
 packages=("${ADALORA_DEPS[@]}")
 for arg in "$@"; do
@@ -21,8 +26,9 @@ for arg in "$@"; do
     --bench) packages+=("${ADALORA_BENCH_DEPS[@]}") ;;
     --mpi) packages+=("${ADALORA_MPI_DEPS[@]}") ;;
     --ccache) packages+=("${ADALORA_CCACHE_DEPS[@]}") ;;
+    --libtorch) packages+=("${ADALORA_LIBTORCH_DEPS[@]}") ;;
     -h | --help)
-      sed -n '2,7p' "$self" | sed 's/^# \{0,1\}//'
+      sed -n '2,10p' "$self" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)

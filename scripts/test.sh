@@ -38,8 +38,9 @@ section "the repository is self-contained"
 bash scripts/check-self-contained.sh
 
 section "dependencies"
-# with OpenMPI: the MPI communicator's tests run under mpiexec (2, 3 and 4 ranks); with ccache: see below
-bash scripts/install-deps.sh --mpi --ccache
+# with OpenMPI: the MPI communicator's tests run under mpiexec (2, 3 and 4 ranks); with ccache: see below; with
+# libtorch: adalora::libtorch, its tests and examples/libtorch_finetune
+bash scripts/install-deps.sh --mpi --ccache --libtorch
 
 # Every compile of this script (g++, clang, nvcc, the Python package's CMake) goes through ccache, its cache kept in
 # ~/.cache/adalora/ccache (ADALORA_CCACHE_DIR) across runs and clones: a second run rebuilds only what changed.

@@ -298,7 +298,7 @@ int main(int argc, char** argv) try {
   torch::manual_seed(s.seed + 1);  // the adapters' initialisation
   Encoder student(s, data.base, cfg);
   adalora::rank_allocator<adalora::eigen_backend> allocator(cfg);
-  auto adalora = adalora::libtorch::attach(allocator, student);  // every SVDLinear, under its path in the model
+  auto attached = adalora::libtorch::attach(allocator, student);  // every SVDLinear, under its path in the model
 
   std::vector<at::Tensor> trainable;
   for (const auto& p : student->parameters())
@@ -330,10 +330,10 @@ int main(int argc, char** argv) try {
 
     const at::Tensor task_loss = (student->forward(data.train_x.index_select(0, idx)) -
                                   data.train_y.index_select(0, idx)).square().mean();
-    const at::Tensor reg = adalora::libtorch::orthogonal_regularization(adalora);  // γ·R, γ from cfg
+    const at::Tensor reg = adalora::libtorch::orthogonal_regularization(attached);  // γ·R, γ from cfg
     (task_loss + reg).backward();
     optimizer.step();
-    const adalora::step_report report = adalora.step(t);  // rebinds the gradients, updates importance, masks λ
+    const adalora::step_report report = attached.step(t);  // rebinds the gradients, updates importance, masks λ
     student->zero_grad(/*set_to_none=*/true);             // the next backward allocates new gradient tensors
 
     if (t % print_every == 0 || t == cfg.final_step() || t == s.steps - 1)
@@ -378,7 +378,7 @@ int main(int argc, char** argv) try {
 
   // ---- export: PeftModel.from_pretrained(model, DIR/adapter) loads it ----
   std::filesystem::create_directories(s.out);
-  adalora::libtorch::write_peft_adalora(s.out / "adapter", adalora);
+  adalora::libtorch::write_peft_adalora(s.out / "adapter", attached);
   write_base_and_probe(s, data, student);
   std::printf("wrote %s (PEFT AdaLoRA adapter), base.safetensors and probe.safetensors\n",
               (s.out / "adapter").string().c_str());

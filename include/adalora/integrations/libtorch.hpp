@@ -1,15 +1,15 @@
 // The libtorch integration in one include: tensor views, attach(), SVDLinear, the regularizer, the PEFT export.
 //
 //   adalora::rank_allocator<adalora::eigen_backend> allocator(cfg);
-//   auto adalora = adalora::libtorch::attach(allocator, model);   // every SVDLinear (PEFT-named triple) in the model
+//   auto attached = adalora::libtorch::attach(allocator, model);  // every SVDLinear (PEFT-named triple) in the model
 //   for (std::int64_t t = 0; t < cfg.total_step; ++t) {
-//     auto loss = task_loss(model, batch) + adalora::libtorch::orthogonal_regularization(adalora);
+//     auto loss = task_loss(model, batch) + adalora::libtorch::orthogonal_regularization(attached);
 //     loss.backward();
 //     optimizer.step();
-//     adalora.step(t);               // after the optimizer step, before zero_grad
+//     attached.step(t);              // after the optimizer step, before zero_grad
 //     optimizer.zero_grad();
 //   }
-//   adalora::libtorch::write_peft_adalora("adapter", adalora);   // PeftModel.from_pretrained loads it
+//   adalora::libtorch::write_peft_adalora("adapter", attached);  // PeftModel.from_pretrained loads it
 //
 // Needs the adalora::libtorch CMake target (Torch found). Host code: a CUDA trainer compiles it with the host
 // compiler; only tensor_views.hpp and attach.hpp also compile with nvcc (see the README's libtorch section).
