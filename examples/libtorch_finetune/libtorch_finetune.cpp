@@ -69,17 +69,18 @@ struct settings {
 };
 
 void usage() {
-  std::cout << "usage: libtorch_finetune [--out DIR] [--steps N] [--seed S] [--threads T] [--ranks DIGITS] [--sigma X]\n"
-               "                         [--noise X] [--init-r R]\n"
-               "  --out DIR       where the PEFT adapter, the base weights and a probe batch go (libtorch_finetune_out)\n"
-               "  --steps N       optimizer steps (600; at least 200)\n"
-               "  --seed S        seeds the base network, the change, the data and the adapters (0)\n"
-               "  --threads T     torch's intra-op threads (1)\n"
-               "  --ranks DIGITS  the true ranks, 12 digits: q k v o up down of block 0, then of block 1 (004143003414);\n"
-               "                  their sum must be a multiple of 12 (the final budget is target_r per matrix)\n"
-               "  --sigma X       the singular values of the planted changes (1.0)\n"
-               "  --noise X       target noise std / rms of the change's effect on the output (0.25)\n"
-               "  --init-r R      every adapter's starting rank (6)\n";
+  std::cout
+      << "usage: libtorch_finetune [--out DIR] [--steps N] [--seed S] [--threads T] [--ranks DIGITS] [--sigma X]\n"
+         "                         [--noise X] [--init-r R]\n"
+         "  --out DIR       where the PEFT adapter, the base weights and a probe batch go (libtorch_finetune_out)\n"
+         "  --steps N       optimizer steps (600; at least 200)\n"
+         "  --seed S        seeds the base network, the change, the data and the adapters (0)\n"
+         "  --threads T     torch's intra-op threads (1)\n"
+         "  --ranks DIGITS  the true ranks, 12 digits: q k v o up down of block 0, then of block 1 (004143003414);\n"
+         "                  their sum must be a multiple of 12 (the final budget is target_r per matrix)\n"
+         "  --sigma X       the singular values of the planted changes (1.0)\n"
+         "  --noise X       target noise std / rms of the change's effect on the output (0.25)\n"
+         "  --init-r R      every adapter's starting rank (6)\n";
 }
 
 settings parse(int argc, char** argv) {
@@ -94,21 +95,29 @@ settings parse(int argc, char** argv) {
       return argv[++i];
     };
     try {
-      if (a == "--out") s.out = value();
-      else if (a == "--steps") s.steps = std::stoll(value());
-      else if (a == "--seed") s.seed = std::stoull(value());
-      else if (a == "--threads") s.threads = std::stoi(value());
-      else if (a == "--noise") s.noise_ratio = std::stod(value());
-      else if (a == "--sigma") s.sigma = std::stod(value());
-      else if (a == "--init-r") s.init_r = std::stoll(value());
+      if (a == "--out")
+        s.out = value();
+      else if (a == "--steps")
+        s.steps = std::stoll(value());
+      else if (a == "--seed")
+        s.seed = std::stoull(value());
+      else if (a == "--threads")
+        s.threads = std::stoi(value());
+      else if (a == "--noise")
+        s.noise_ratio = std::stod(value());
+      else if (a == "--sigma")
+        s.sigma = std::stod(value());
+      else if (a == "--init-r")
+        s.init_r = std::stoll(value());
       else if (a == "--ranks") {
         const std::string v = value();
         if (v.size() != 12 || !std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; }))
           throw std::invalid_argument(v);
         for (std::size_t i = 0; i < 12; ++i) s.true_rank[i / 6][i % 6] = v[i] - '0';
-      }
-      else if (a == "-h" || a == "--help") usage(), std::exit(0);
-      else throw std::invalid_argument(a);
+      } else if (a == "-h" || a == "--help")
+        usage(), std::exit(0);
+      else
+        throw std::invalid_argument(a);
     } catch (const std::exception&) {
       std::cerr << "libtorch_finetune: bad argument near '" << a << "'\n";
       usage();
@@ -127,7 +136,9 @@ settings parse(int argc, char** argv) {
 // ---- the network -----------------------------------------------------------------------------------------------
 
 /// h / √(mean(h²) + ε) over the features (no learned scale).
-at::Tensor rms_norm(const at::Tensor& h) { return h * at::rsqrt(h.square().mean({-1}, true) + 1e-5); }
+at::Tensor rms_norm(const at::Tensor& h) {
+  return h * at::rsqrt(h.square().mean({-1}, true) + 1e-5);
+}
 
 /// One pre-norm transformer block; proj(p, x) applies projection p (q, k, v, o, up, down) to x (…, in):
 ///   a = rms(h);  h += attention(a Wqᵀ, a Wkᵀ, a Wvᵀ) Woᵀ;  m = rms(h);  h += gelu(m Wupᵀ) Wdownᵀ
@@ -174,9 +185,8 @@ struct EncoderImpl : torch::nn::Module {
   at::Tensor forward(at::Tensor h) {
     for (std::int64_t b = 0; b < s_.blocks; ++b) {
       auto& layers = blocks[static_cast<std::size_t>(b)]->as<BlockImpl>()->proj;
-      h = block_forward(h, s_, [&](std::int64_t p, const at::Tensor& x) {
-        return layers[static_cast<std::size_t>(p)]->forward(x);
-      });
+      h = block_forward(
+          h, s_, [&](std::int64_t p, const at::Tensor& x) { return layers[static_cast<std::size_t>(p)]->forward(x); });
     }
     return h;
   }
@@ -253,7 +263,7 @@ std::string ranks_text(const std::vector<std::int64_t>& ranks, std::int64_t per_
 void write_base_and_probe(const settings& s, const task& t, Encoder& student) {
   adalora::io::safetensors_writer base;
   for (std::int64_t m = 0; m < s.matrices(); ++m) {
-    const auto v = adalora::libtorch::detail::host_floats(t.base[static_cast<std::size_t>(m)]);
+    const auto v = adalora::libtorch::host_copy(t.base[static_cast<std::size_t>(m)]);
     base.add(s.name_of(m) + ".weight",
              {static_cast<std::size_t>(s.out_of(m % 6)), static_cast<std::size_t>(s.in_of(m % 6))}, v);
   }
@@ -272,8 +282,8 @@ void write_base_and_probe(const settings& s, const task& t, Encoder& student) {
   probe.add_metadata("d_model", std::to_string(s.d_model));
   probe.add_metadata("d_ff", std::to_string(s.d_ff));
   probe.add_metadata("heads", std::to_string(s.heads));
-  probe.add("x", dims(x), adalora::libtorch::detail::host_floats(x));
-  probe.add("y", dims(y), adalora::libtorch::detail::host_floats(y));
+  probe.add("x", dims(x), adalora::libtorch::host_copy(x));
+  probe.add("y", dims(y), adalora::libtorch::host_copy(y));
   probe.write(s.out / "probe.safetensors");
 }
 
@@ -287,7 +297,7 @@ int main(int argc, char** argv) try {
   adalora::adalora_config cfg;
   cfg.init_r = s.init_r;
   cfg.target_r = s.total_true_rank() / s.matrices();  // the final budget is exactly the sum of the true ranks
-  cfg.tinit = s.steps / 4;       // learn before the first mask: a singular value pruned early rarely comes back
+  cfg.tinit = s.steps / 4;  // learn before the first mask: a singular value pruned early rarely comes back
   cfg.tfinal = s.steps * 3 / 10;
   cfg.deltaT = 10;
   cfg.total_step = s.steps;
@@ -305,16 +315,18 @@ int main(int argc, char** argv) try {
     if (p.requires_grad()) trainable.push_back(p);
   torch::optim::AdamW optimizer(trainable, torch::optim::AdamWOptions(s.lr).weight_decay(0.0));
 
-  std::printf("libtorch_finetune: %lld blocks (d_model %lld, %lld heads, d_ff %lld), %lld adapted matrices, "
-              "%zu trainable tensors\n",
-              static_cast<long long>(s.blocks), static_cast<long long>(s.d_model), static_cast<long long>(s.heads),
-              static_cast<long long>(s.d_ff), static_cast<long long>(s.matrices()), trainable.size());
-  std::printf("AdaLoRA: init_r %lld -> target_r %lld (budget %lld -> %lld), tinit %lld, tfinal %lld, deltaT %lld, "
-              "%lld steps\n",
-              static_cast<long long>(cfg.init_r), static_cast<long long>(cfg.target_r),
-              static_cast<long long>(allocator.initial_budget()), static_cast<long long>(allocator.target_budget()),
-              static_cast<long long>(cfg.tinit), static_cast<long long>(cfg.tfinal), static_cast<long long>(cfg.deltaT),
-              static_cast<long long>(cfg.total_step));
+  std::printf(
+      "libtorch_finetune: %lld blocks (d_model %lld, %lld heads, d_ff %lld), %lld adapted matrices, "
+      "%zu trainable tensors\n",
+      static_cast<long long>(s.blocks), static_cast<long long>(s.d_model), static_cast<long long>(s.heads),
+      static_cast<long long>(s.d_ff), static_cast<long long>(s.matrices()), trainable.size());
+  std::printf(
+      "AdaLoRA: init_r %lld -> target_r %lld (budget %lld -> %lld), tinit %lld, tfinal %lld, deltaT %lld, "
+      "%lld steps\n",
+      static_cast<long long>(cfg.init_r), static_cast<long long>(cfg.target_r),
+      static_cast<long long>(allocator.initial_budget()), static_cast<long long>(allocator.target_budget()),
+      static_cast<long long>(cfg.tinit), static_cast<long long>(cfg.tfinal), static_cast<long long>(cfg.deltaT),
+      static_cast<long long>(cfg.total_step));
   std::printf("held-out MSE of the base network %.4f, noise floor %.4f\n\n", data.base_loss, data.noise_floor);
   std::printf("%6s %9s %9s %7s  ranks (q k v o up down per block)\n", "step", "loss", "orth reg", "budget");
 
@@ -328,18 +340,17 @@ int main(int argc, char** argv) try {
       static_cast<torch::optim::AdamWOptions&>(group.options())
           .lr(s.lr * (1.0 - static_cast<double>(t) / static_cast<double>(s.steps)));
 
-    const at::Tensor task_loss = (student->forward(data.train_x.index_select(0, idx)) -
-                                  data.train_y.index_select(0, idx)).square().mean();
+    const at::Tensor task_loss =
+        (student->forward(data.train_x.index_select(0, idx)) - data.train_y.index_select(0, idx)).square().mean();
     const at::Tensor reg = adalora::libtorch::orthogonal_regularization(attached);  // γ·R, γ from cfg
     (task_loss + reg).backward();
     optimizer.step();
     const adalora::step_report report = attached.step(t);  // rebinds the gradients, updates importance, masks λ
-    student->zero_grad(/*set_to_none=*/true);             // the next backward allocates new gradient tensors
+    student->zero_grad(/*set_to_none=*/true);              // the next backward allocates new gradient tensors
 
     if (t % print_every == 0 || t == cfg.final_step() || t == s.steps - 1)
       std::printf("%6lld %9.4f %9.4f %7lld %s%s\n", static_cast<long long>(t), task_loss.item<double>(),
-                  reg.item<double>(), static_cast<long long>(report.budget),
-                  ranks_text(allocator.ranks(), 6).c_str(),
+                  reg.item<double>(), static_cast<long long>(report.budget), ranks_text(allocator.ranks(), 6).c_str(),
                   report.phase == adalora::allocation_phase::final_force ? "   <- final pattern fixed" : "");
   }
 
@@ -371,10 +382,11 @@ int main(int argc, char** argv) try {
         highest_pruned = std::max(highest_pruned, scores[i]);
     }
   }
-  std::printf("\nkept ranks equal the true ranks on %lld of %lld matrices; final scores: lowest kept %.3g, highest "
-              "pruned %.3g (%.1fx apart)\n",
-              static_cast<long long>(matching), static_cast<long long>(s.matrices()), static_cast<double>(lowest_kept),
-              static_cast<double>(highest_pruned), static_cast<double>(lowest_kept / highest_pruned));
+  std::printf(
+      "\nkept ranks equal the true ranks on %lld of %lld matrices; final scores: lowest kept %.3g, highest "
+      "pruned %.3g (%.1fx apart)\n",
+      static_cast<long long>(matching), static_cast<long long>(s.matrices()), static_cast<double>(lowest_kept),
+      static_cast<double>(highest_pruned), static_cast<double>(lowest_kept / highest_pruned));
 
   // ---- export: PeftModel.from_pretrained(model, DIR/adapter) loads it ----
   std::filesystem::create_directories(s.out);

@@ -57,7 +57,9 @@ namespace {
 at::Tensor from_values(const std::vector<float>& v, at::IntArrayRef shape) {
   return at::tensor(v, at::kFloat).reshape(shape).clone();
 }
-std::vector<float> values_of(const at::Tensor& t) { return lt::detail::host_floats(t); }
+std::vector<float> values_of(const at::Tensor& t) {
+  return lt::host_copy(t);
+}
 
 /// max |a − b| / max(max |b|, tiny): the relative difference the tests bound.
 double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
@@ -124,7 +126,9 @@ void nudge_lambdas(torch::nn::Module& m, float value = 0.1f) {
     if (p.key().find("lora_E") != std::string::npos) p.value().fill_(value);
 }
 
-at::Tensor loss_of(Wrapper& w, const at::Tensor& x) { return w.encoder->forward(x).square().sum(); }
+at::Tensor loss_of(Wrapper& w, const at::Tensor& x) {
+  return w.encoder->forward(x).square().sum();
+}
 
 }  // namespace
 
@@ -159,18 +163,28 @@ TEST_CASE("views of torch tensors point at their memory", "[libtorch][views]") {
 
 TEST_CASE("views of unsuitable tensors are refused with typed errors", "[libtorch][views][errors]") {
   using Catch::Contains;
-  require_throws_exactly<usage_error>([&] { (void)lt::matrix_view_of<float>(at::Tensor(), "lora_A"); }, "lora_A is an undefined tensor");
-  REQUIRE_THROWS_WITH(lt::matrix_view_of<float>(at::zeros({2, 2}, at::kDouble), "lora_A"),
-                      Contains("lora_A is a Double tensor of shape (2, 2) on cpu") && Contains("element type is Float"));
+  require_throws_exactly<usage_error>([&] { (void)lt::matrix_view_of<float>(at::Tensor(), "lora_A"); },
+                                      "lora_A is an undefined tensor");
+  REQUIRE_THROWS_WITH(
+      lt::matrix_view_of<float>(at::zeros({2, 2}, at::kDouble), "lora_A"),
+      Contains("lora_A is a Double tensor of shape (2, 2) on cpu") && Contains("element type is Float"));
   REQUIRE_THROWS_AS(lt::matrix_view_of<float>(at::zeros({2, 2}, at::kHalf), "x"), usage_error);
   REQUIRE_THROWS_WITH(lt::matrix_view_of<bfloat16>(at::zeros({2, 2}), "x"), Contains("element type is BFloat16"));
   REQUIRE_THROWS_WITH((lt::matrix_view_of<float, cuda_device_space>(at::zeros({2, 2}), "g")),
                       Contains("g is a Float tensor of shape (2, 2) on cpu, but the allocator's backend reads "
                                "cuda_device memory (cuda tensors)"));
   REQUIRE_THROWS_AS((lt::matrix_view_of<float, cuda_device_space>(at::zeros({2, 2}), "g")), usage_error);
-  require_throws<shape_error>([&] { (void)lt::matrix_view_of<float>(at::zeros({3, 2}).t(), "lora_B"); }, "not contiguous");
+  require_throws<shape_error>(
+      [&] {
+        (void)lt::matrix_view_of<float>(at::zeros({3, 2}).t(), "lora_B");
+      },
+      "not contiguous");
   require_throws<shape_error>([&] { (void)lt::matrix_view_of<float>(at::zeros({2, 2, 2}), "A"); }, "expected a matrix");
-  require_throws<shape_error>([&] { (void)lt::vector_view_of<float>(at::zeros({3, 2}), "lora_E"); }, "expected a vector (n) or a column (n, 1)");
+  require_throws<shape_error>(
+      [&] {
+        (void)lt::vector_view_of<float>(at::zeros({3, 2}), "lora_E");
+      },
+      "expected a vector (n) or a column (n, 1)");
   require_throws<usage_error>([&] { (void)lt::matrix_view_of<float>(at::zeros({2, 2}).to_sparse(), "s"); }, "layout");
 }
 
@@ -187,7 +201,11 @@ TEST_CASE("adapter_views_of takes the gradients once they exist", "[libtorch][vi
   REQUIRE(after.grad_E.data == layer->lora_E().grad().data_ptr<float>());
   REQUIRE(after.lora_B.data == layer->lora_B().data_ptr<float>());
   // shapes that disagree
-  require_throws<shape_error>([&] { (void)lt::adapter_views_of<float>(at::zeros({3, 5}), at::zeros({2, 1}), at::zeros({4, 3}), "bad"); }, "adapter 'bad': ranks disagree");
+  require_throws<shape_error>(
+      [&] {
+        (void)lt::adapter_views_of<float>(at::zeros({3, 5}), at::zeros({2, 1}), at::zeros({4, 3}), "bad");
+      },
+      "adapter 'bad': ranks disagree");
 }
 
 // ---- finding adapters by name --------------------------------------------------------------------------------------
@@ -235,7 +253,8 @@ TEST_CASE("find_adapters refuses incomplete, unnamed, ambiguous or absent adapte
   using Catch::Contains;
   const auto t = at::zeros({2, 2});
   named_tensors params{{"a.lora_A", t}, {"a.lora_B", t}, {"b.lora_A", t}, {"b.lora_E", t}, {"b.lora_B", t}};
-  require_throws<usage_error>([&] { (void)lt::find_adapters(params); }, "module 'a' has no lora_E; an AdaLoRA adapter is the triple");
+  require_throws<usage_error>([&] { (void)lt::find_adapters(params); },
+                              "module 'a' has no lora_E; an AdaLoRA adapter is the triple");
   named_tensors only_b(params.begin() + 2, params.end());
   REQUIRE(lt::find_adapters(only_b).size() == 1);
 
@@ -306,19 +325,22 @@ TEST_CASE("attach refuses what would break later, and registers nothing then", "
   SECTION("a name the allocator holds") {
     rank_allocator<eigen_backend> allocator(small_config());
     lt::attach(allocator, w);
-    require_throws<usage_error>([&] { (void)lt::attach(allocator, w); }, "already has an adapter named 'encoder.layers.0.q'");
+    require_throws<usage_error>([&] { (void)lt::attach(allocator, w); },
+                                "already has an adapter named 'encoder.layers.0.q'");
     REQUIRE(allocator.adapter_count() == 5);
   }
   SECTION("a frozen adapter parameter") {
     rank_allocator<eigen_backend> allocator(small_config());
     w.encoder->head->lora_B().set_requires_grad(false);
-    require_throws<usage_error>([&] { (void)lt::attach(allocator, w); }, "module 'encoder.head': lora_B does not require grad");
+    require_throws<usage_error>([&] { (void)lt::attach(allocator, w); },
+                                "module 'encoder.head': lora_B does not require grad");
     REQUIRE(allocator.adapter_count() == 0);
   }
   SECTION("a dtype the allocator does not read") {
     rank_allocator<eigen_backend> allocator(small_config());
     w.to(at::kDouble);
-    require_throws<usage_error>([&] { (void)lt::attach(allocator, w); }, "module 'encoder.layers.0.q': lora_A is a Double tensor");
+    require_throws<usage_error>([&] { (void)lt::attach(allocator, w); },
+                                "module 'encoder.layers.0.q': lora_A is a Double tensor");
     REQUIRE(allocator.adapter_count() == 0);
   }
   SECTION("a Float model with a bfloat16 allocator") {
@@ -355,8 +377,9 @@ TEST_CASE("step() names the module whose gradients are missing or all zero", "[l
   const auto x = at::randn({4, 6});
 
   // before any backward: no gradient at all
-  require_throws<missing_gradient_error>([&] { (void)attached.step(0); }, "step(0): module 'encoder.layers.0.q': lora_A has no gradient (.grad() is "
-                                  "undefined)");
+  require_throws<missing_gradient_error>([&] { (void)attached.step(0); },
+                                         "step(0): module 'encoder.layers.0.q': lora_A has no gradient (.grad() is "
+                                         "undefined)");
   REQUIRE_FALSE(allocator.last_step());
 
   // one module not used in forward: only it lacks gradients
@@ -372,8 +395,10 @@ TEST_CASE("step() names the module whose gradients are missing or all zero", "[l
   w.zero_grad(/*set_to_none=*/true);
   loss_of(w, x).backward();
   w.zero_grad(/*set_to_none=*/false);
-  require_throws<missing_gradient_error>([&] { (void)attached.step(0); }, "module 'encoder.layers.0.q': the gradients of lora_A, lora_E and lora_B are all "
-                                  "zero");
+  require_throws<missing_gradient_error>(
+      [&] { (void)attached.step(0); },
+      "module 'encoder.layers.0.q': the gradients of lora_A, lora_E and lora_B are all "
+      "zero");
   REQUIRE_FALSE(allocator.last_step());
 
   // an all-zero gradient on one tensor only is fine (λ = 0 gives P and Q no task gradient at first)
@@ -406,13 +431,13 @@ TEST_CASE("gradients are rebound every step: a re-allocated gradient is read, th
   };
   std::vector<copies> ref;
   for (const auto& a : attached.adapters()) {
-    copies c{a.lora_A.clone(), a.lora_E.clone(), a.lora_B.clone(), at::zeros_like(a.lora_A), at::zeros_like(a.lora_E),
-             at::zeros_like(a.lora_B)};
-    reference.add_adapter(a.module, svd_adapter_views<float>{
-                                        lt::matrix_view_of<float>(c.A, "A"), lt::vector_view_of<float>(c.E, "E"),
-                                        lt::matrix_view_of<float>(c.B, "B"), lt::matrix_view_of<const float>(c.gA, "gA"),
-                                        lt::vector_view_of<const float>(c.gE, "gE"),
-                                        lt::matrix_view_of<const float>(c.gB, "gB")});
+    copies c{a.lora_A.clone(),         a.lora_E.clone(),         a.lora_B.clone(),
+             at::zeros_like(a.lora_A), at::zeros_like(a.lora_E), at::zeros_like(a.lora_B)};
+    reference.add_adapter(
+        a.module, svd_adapter_views<float>{
+                      lt::matrix_view_of<float>(c.A, "A"), lt::vector_view_of<float>(c.E, "E"),
+                      lt::matrix_view_of<float>(c.B, "B"), lt::matrix_view_of<const float>(c.gA, "gA"),
+                      lt::vector_view_of<const float>(c.gE, "gE"), lt::matrix_view_of<const float>(c.gB, "gB")});
     ref.push_back(c);
   }
   torch::optim::AdamW opt(w.parameters(), torch::optim::AdamWOptions(0.02).weight_decay(0.0));
@@ -551,8 +576,10 @@ TEST_CASE("SVDLinear's forward and backward equal svd_adapter's", "[libtorch][sv
       for (std::size_t j = 0; j < out; ++j) y[b * out + j] += bias[j];
     be.gemm(transpose::no, transpose::no, batch, in, out, 1.0f, dy.data(), out, W.data(), in, 0.0f, dx.data(), in);
     lib.zero_grad();
-    lib.forward(make_matrix_view(static_cast<const float*>(x.data()), batch, in), make_matrix_view(y.data(), batch, out));
-    lib.backward(make_matrix_view(static_cast<const float*>(dy.data()), batch, out), make_matrix_view(dx.data(), batch, in));
+    lib.forward(make_matrix_view(static_cast<const float*>(x.data()), batch, in),
+                make_matrix_view(y.data(), batch, out));
+    lib.backward(make_matrix_view(static_cast<const float*>(dy.data()), batch, out),
+                 make_matrix_view(dx.data(), batch, in));
 
     // the module, from the same values
     SVDLinear layer(SVDLinearOptions(std::int64_t(in), std::int64_t(out), std::int64_t(r)).lora_alpha(alpha));
@@ -630,47 +657,53 @@ TEST_CASE("SVDLinear's dropout reaches only the adapter branch, in training mode
 }
 
 TEST_CASE("SVDLinear matches the PEFT layer traces", "[libtorch][svd_linear][trace]") {
-  const auto file = io::safetensors_file::open(std::filesystem::path(ADALORA_TRACES_DIR) / "layer-basic.safetensors");
-  const auto cases = validate::detail::parse_metadata_json(file, "cases");
-  REQUIRE(cases.size() >= 3);
-  std::size_t checked = 0;
-  for (const auto& c : cases) {
-    const auto id = std::to_string(c.at("case").get<long long>());
-    INFO("case " << id);
-    const auto in = c.at("d_in").get<std::int64_t>(), out = c.at("d_out").get<std::int64_t>();
-    const auto r = c.at("r").get<std::int64_t>(), batch = c.at("batch").get<std::int64_t>();
-    auto read = [&](const std::string& key, at::IntArrayRef shape) { return from_values(file.read_f32(id + "/" + key), shape); };
-    SVDLinear layer(SVDLinearOptions(in, out, r).lora_alpha(c.at("alpha").get<double>()).bias(false));
-    {
-      torch::NoGradGuard no_grad;
-      layer->base_layer->weight.copy_(read("W", {out, in}));
-      layer->lora_A().copy_(read("A", {r, in}));
-      layer->lora_E().copy_(read("E", {r, 1}));
-      layer->lora_B().copy_(read("B", {out, r}));
+  // layer-basic: 12 adapters of several shapes and lora_alpha; layer-edge: 1 × 1 and vector shapes, lora_alpha 0
+  for (const char* trace : {"layer-basic.safetensors", "layer-edge.safetensors"}) {
+    INFO(trace);
+    const auto file = io::safetensors_file::open(std::filesystem::path(ADALORA_TRACES_DIR) / trace);
+    const auto cases = validate::detail::parse_metadata_json(file, "cases");
+    REQUIRE(cases.size() >= 4);
+    std::size_t checked = 0;
+    for (const auto& c : cases) {
+      const auto id = std::to_string(c.at("case").get<long long>());
+      INFO("case " << id);
+      const auto in = c.at("d_in").get<std::int64_t>(), out = c.at("d_out").get<std::int64_t>();
+      const auto r = c.at("r").get<std::int64_t>(), batch = c.at("batch").get<std::int64_t>();
+      auto read = [&](const std::string& key, at::IntArrayRef shape) {
+        return from_values(file.read_f32(id + "/" + key), shape);
+      };
+      SVDLinear layer(SVDLinearOptions(in, out, r).lora_alpha(c.at("alpha").get<double>()).bias(false));
+      {
+        torch::NoGradGuard no_grad;
+        layer->base_layer->weight.copy_(read("W", {out, in}));
+        layer->lora_A().copy_(read("A", {r, in}));
+        layer->lora_E().copy_(read("E", {r, 1}));
+        layer->lora_B().copy_(read("B", {out, r}));
+      }
+      const at::Tensor x = read("x", {batch, in}).requires_grad_(true);
+      const at::Tensor y = layer->forward(x);
+      y.backward(read("dy", {batch, out}));
+      auto check = [&](const std::string& key, const at::Tensor& got) {
+        const auto why = validate::detail::compare_tensor(file.read_f32(id + "/" + key), values_of(got), 1e-4);
+        INFO(key << why);
+        CHECK(why.empty());
+      };
+      check("y", y);
+      check("grad/A", layer->lora_A().grad());
+      check("grad/E", layer->lora_E().grad());
+      check("grad/B", layer->lora_B().grad());
+      check("grad/x", x.grad());
+      // the regularizer of this adapter alone, γ = 1: (‖AAᵀ − I‖ + ‖BᵀB − I‖) / 2
+      layer->zero_grad(true);
+      const at::Tensor R = layer->orthogonal_penalty() / 2.0;
+      R.backward();
+      check("orth/R", R);
+      check("orth/grad/A", layer->lora_A().grad());
+      check("orth/grad/B", layer->lora_B().grad());
+      ++checked;
     }
-    const at::Tensor x = read("x", {batch, in}).requires_grad_(true);
-    const at::Tensor y = layer->forward(x);
-    y.backward(read("dy", {batch, out}));
-    auto check = [&](const std::string& key, const at::Tensor& got) {
-      const auto why = validate::detail::compare_tensor(file.read_f32(id + "/" + key), values_of(got), 1e-4);
-      INFO(key << why);
-      CHECK(why.empty());
-    };
-    check("y", y);
-    check("grad/A", layer->lora_A().grad());
-    check("grad/E", layer->lora_E().grad());
-    check("grad/B", layer->lora_B().grad());
-    check("grad/x", x.grad());
-    // the regularizer of this adapter alone, γ = 1: (‖AAᵀ − I‖ + ‖BᵀB − I‖) / 2
-    layer->zero_grad(true);
-    const at::Tensor R = layer->orthogonal_penalty() / 2.0;
-    R.backward();
-    check("orth/R", R);
-    check("orth/grad/A", layer->lora_A().grad());
-    check("orth/grad/B", layer->lora_B().grad());
-    ++checked;
+    REQUIRE(checked == cases.size());
   }
-  REQUIRE(checked == cases.size());
 }
 
 // ---- the regularizer -----------------------------------------------------------------------------------------------
@@ -705,7 +738,8 @@ TEST_CASE("the differentiable regularizer equals the library's value and gradien
                        make_matrix_view(static_cast<const float*>(B[k].data()), out, r),
                        make_matrix_view(gA[k].data(), r, in), make_matrix_view(gB[k].data(), out, r)});
     }
-    const double expected = orthogonal_regularization(be, std::span<const orthogonal_views<host_space>>(views), gamma, form);
+    const double expected =
+        orthogonal_regularization(be, std::span<const orthogonal_views<host_space>>(views), gamma, form);
     CHECK(R.item<double>() == Approx(expected).epsilon(1e-5));
     for (std::size_t k = 0; k < adapters.size(); ++k) {
       CHECK(rel_diff(values_of(adapters[k].lora_A.grad()), gA[k]) < 1e-5);
@@ -773,8 +807,7 @@ TEST_CASE("the attached adapters export in PEFT's format with the allocator's ra
   rank_allocator<eigen_backend> other_allocator(cfg);
   auto other_attached = lt::attach(other_allocator, other);
   REQUIRE(other_attached.adapters()[0].scaling == other.encoder->head->scaling());
-  require_throws<config_error>([&] { lt::write_peft_adalora(dir, other_attached); },
-                               "has scaling 2.666");
+  require_throws<config_error>([&] { lt::write_peft_adalora(dir, other_attached); }, "has scaling 2.666");
   REQUIRE_FALSE(std::filesystem::exists(dir));
 }
 
@@ -782,9 +815,10 @@ TEST_CASE("the attached adapters export in PEFT's format with the allocator's ra
 
 TEST_CASE("training SVDLinear with libtorch reaches the masks the library's adapters reach", "[libtorch][masks]") {
   // Three adapted maps y_j = x_j W_jᵀ + adapter_j(x_j) towards targets with planted low-rank changes of ranks 3, 1, 0;
-  // loss Σ_j mean((y_j − t_j)²) + γ R (σ 1.5, 1.2, 0.9 for the first, 0.3 for the second). Run once with svd_adapter<eigen_backend>, the library's regularizer and AdamW,
-  // and once with SVDLinear, torch's autograd, the differentiable regularizer and torch's AdamW, from the same seeds
-  // (the same initial adapters, data and targets). Every mask step must keep the same singular values.
+  // loss Σ_j mean((y_j − t_j)²) + γ R (σ 1.5, 1.2, 0.9 for the first, 0.3 for the second). Run once with
+  // svd_adapter<eigen_backend>, the library's regularizer and AdamW, and once with SVDLinear, torch's autograd, the
+  // differentiable regularizer and torch's AdamW, from the same seeds (the same initial adapters, data and targets).
+  // Every mask step must keep the same singular values.
   constexpr std::size_t n = 3, in = 12, out = 10, batch = 32;
   adalora_config cfg;
   cfg.init_r = 4;
@@ -806,7 +840,8 @@ TEST_CASE("training SVDLinear with libtorch reaches the masks the library's adap
     X.push_back(normal_values(batch * in, rng));
     std::vector<float> target_w = W.back();
     for (const float sigma : planted[j]) {
-      const auto u = normal_values(out, rng, 1.0f / std::sqrt(float(out))), v = normal_values(in, rng, 1.0f / std::sqrt(float(in)));
+      const auto u = normal_values(out, rng, 1.0f / std::sqrt(float(out))),
+                 v = normal_values(in, rng, 1.0f / std::sqrt(float(in)));
       for (std::size_t o = 0; o < out; ++o)
         for (std::size_t i = 0; i < in; ++i) target_w[o * in + i] += sigma * u[o] * v[i];
     }
@@ -859,8 +894,10 @@ TEST_CASE("training SVDLinear with libtorch reaches the masks the library's adap
     for (auto& a : lib) a.zero_grad();
     for (std::size_t j = 0; j < n; ++j) {
       std::vector<float> y(batch * out);
-      be.gemm(transpose::no, transpose::yes, batch, out, in, 1.0f, X[j].data(), in, W[j].data(), in, 0.0f, y.data(), out);
-      lib[j].forward(make_matrix_view(static_cast<const float*>(X[j].data()), batch, in), make_matrix_view(y.data(), batch, out));
+      be.gemm(transpose::no, transpose::yes, batch, out, in, 1.0f, X[j].data(), in, W[j].data(), in, 0.0f, y.data(),
+              out);
+      lib[j].forward(make_matrix_view(static_cast<const float*>(X[j].data()), batch, in),
+                     make_matrix_view(y.data(), batch, out));
       for (std::size_t i = 0; i < y.size(); ++i) y[i] = 2.0f * (y[i] - T[j][i]) / float(batch * out);
       lib[j].backward(make_matrix_view(static_cast<const float*>(y.data()), batch, out));
     }
@@ -893,7 +930,8 @@ TEST_CASE("training SVDLinear with libtorch reaches the masks the library's adap
     }
     for (std::size_t j = 0; j < n; ++j) {
       const auto E = lib[j].lora_E();
-      worst_lambda = std::max(worst_lambda, rel_diff(values_of(mods[j]->lora_E()), std::vector<float>(E.data, E.data + r)));
+      worst_lambda =
+          std::max(worst_lambda, rel_diff(values_of(mods[j]->lora_E()), std::vector<float>(E.data, E.data + r)));
     }
   }
   REQUIRE(compared >= 15);

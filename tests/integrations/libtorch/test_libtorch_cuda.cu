@@ -41,7 +41,8 @@ at::Tensor device_tensor(const std::vector<float>& values, std::vector<std::int6
 
 std::vector<float> host_values(const at::Tensor& t) {
   std::vector<float> v(static_cast<std::size_t>(t.numel()));
-  detail::cuda_check(cudaMemcpy(v.data(), t.data_ptr(), v.size() * sizeof(float), cudaMemcpyDeviceToHost), "cudaMemcpy");
+  detail::cuda_check(cudaMemcpy(v.data(), t.data_ptr(), v.size() * sizeof(float), cudaMemcpyDeviceToHost),
+                     "cudaMemcpy");
   return v;
 }
 
@@ -69,9 +70,10 @@ struct device_model {
     std::mt19937 rng(seed);
     for (int k = 0; k < 3; ++k) {
       const std::int64_t r = 4, in = 6 + k, out = 5;
-      host_adapter h{testing::normal_values(std::size_t(r * in), rng), testing::normal_values(std::size_t(r), rng),
-                     testing::normal_values(std::size_t(out * r), rng), testing::normal_values(std::size_t(r * in), rng),
-                     testing::normal_values(std::size_t(r), rng), testing::normal_values(std::size_t(out * r), rng)};
+      host_adapter h{
+          testing::normal_values(std::size_t(r * in), rng),  testing::normal_values(std::size_t(r), rng),
+          testing::normal_values(std::size_t(out * r), rng), testing::normal_values(std::size_t(r * in), rng),
+          testing::normal_values(std::size_t(r), rng),       testing::normal_values(std::size_t(out * r), rng)};
       const std::string path = "layers." + std::to_string(k) + ".q";
       auto param = [&](const std::vector<float>& v, const std::vector<float>& g, std::vector<std::int64_t> shape) {
         at::Tensor t = device_tensor(v, shape);
@@ -100,11 +102,12 @@ TEST_CASE("attach() drives the CUDA backend on CUDA tensors as the host backend 
   for (std::size_t k = 0; k < 3; ++k) {
     auto& h = model.host[k];
     const std::size_t r = 4, in = 6 + k, out = 5;
-    host_alloc.add_adapter("layers." + std::to_string(k) + ".q",
-                           {make_matrix_view(h.A.data(), r, in), make_vector_view(h.E.data(), r),
-                            make_matrix_view(h.B.data(), out, r), make_matrix_view<host_space, const float>(h.gA.data(), r, in),
-                            make_vector_view<host_space, const float>(h.gE.data(), r),
-                            make_matrix_view<host_space, const float>(h.gB.data(), out, r)});
+    host_alloc.add_adapter(
+        "layers." + std::to_string(k) + ".q",
+        {make_matrix_view(h.A.data(), r, in), make_vector_view(h.E.data(), r), make_matrix_view(h.B.data(), out, r),
+         make_matrix_view<host_space, const float>(h.gA.data(), r, in),
+         make_vector_view<host_space, const float>(h.gE.data(), r),
+         make_matrix_view<host_space, const float>(h.gB.data(), out, r)});
   }
   std::mt19937 rng(7);
   for (std::int64_t t = 0; t < 12; ++t) {
@@ -146,10 +149,11 @@ TEST_CASE("attach() refuses host tensors, mixed devices and missing or zero devi
   SECTION("two devices") {
     device_model model(2);
     at::Tensor& B = model.params[8].second;
-    at::Tensor elsewhere = at::for_blob(B.data_ptr(), B.sizes())
-                               .options(at::TensorOptions().dtype(at::kFloat).device(c10::Device(c10::DeviceType::CUDA, 1)))
-                               .target_device(c10::Device(c10::DeviceType::CUDA, 1))
-                               .make_tensor();
+    at::Tensor elsewhere =
+        at::for_blob(B.data_ptr(), B.sizes())
+            .options(at::TensorOptions().dtype(at::kFloat).device(c10::Device(c10::DeviceType::CUDA, 1)))
+            .target_device(c10::Device(c10::DeviceType::CUDA, 1))
+            .make_tensor();
     elsewhere.set_requires_grad(true);
     model.params[8].second = elsewhere;
     rank_allocator<cuda_backend> alloc(config());
@@ -169,8 +173,9 @@ TEST_CASE("attach() refuses host tensors, mixed devices and missing or zero devi
       const at::Tensor& p = model.params[i].second;
       p.mutable_grad() = device_tensor(std::vector<float>(std::size_t(p.numel()), 0.0f), p.sizes().vec());
     }
-    require_throws<missing_gradient_error>([&] { (void)attached.step(0); },
-                                           "module 'layers.1.q': the gradients of lora_A, lora_E and lora_B are all zero");
+    require_throws<missing_gradient_error>(
+        [&] { (void)attached.step(0); },
+        "module 'layers.1.q': the gradients of lora_A, lora_E and lora_B are all zero");
     REQUIRE_FALSE(alloc.last_step());
   }
 }

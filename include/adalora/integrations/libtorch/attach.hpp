@@ -93,7 +93,8 @@ inline std::optional<peft_parameter_name> parse_peft_parameter(std::string_view 
   const std::size_t n = parts.size();
   if (const int k = peft_kind(parts[n - 1]); k >= 0) return peft_parameter_name{join(n - 1), k, {}};
   if (n >= 2)
-    if (const int k = peft_kind(parts[n - 2]); k >= 0) return peft_parameter_name{join(n - 2), k, std::string(parts[n - 1])};
+    if (const int k = peft_kind(parts[n - 2]); k >= 0)
+      return peft_parameter_name{join(n - 2), k, std::string(parts[n - 1])};
   return std::nullopt;
 }
 
@@ -120,7 +121,8 @@ template <class I>
 concept NamedTensorItem = requires(const I& i) {
   { i.key() } -> std::convertible_to<const std::string&>;
   { i.value() } -> std::convertible_to<const at::Tensor&>;
-} || requires(const I& i) {
+}
+|| requires(const I& i) {
   { i.first } -> std::convertible_to<const std::string&>;
   { i.second } -> std::convertible_to<const at::Tensor&>;
 };
@@ -147,7 +149,8 @@ std::vector<adapter_tensors> find_adapters(const R& parameters, const std::optio
     const auto p = detail::parse_peft_parameter(name);
     if (!p) continue;
     if (p->module.empty())
-      throw usage_error("attach(): parameter '" + name + "' belongs to the module passed itself, which leaves the "
+      throw usage_error("attach(): parameter '" + name +
+                        "' belongs to the module passed itself, which leaves the "
                         "adapter without a path (its name in the allocator and in PEFT's files); attach the model "
                         "that holds the adapted layers");
     auto it = std::find_if(found.begin(), found.end(),
@@ -163,11 +166,13 @@ std::vector<adapter_tensors> find_adapters(const R& parameters, const std::optio
   for (const auto& s : found) {
     std::string missing;
     for (int k = 0; k < 3; ++k)
-      if (!s.seen[k]) missing += std::string(missing.empty() ? "" : " and ") + std::string(detail::peft_parameter_kinds[k]);
+      if (!s.seen[k])
+        missing += std::string(missing.empty() ? "" : " and ") + std::string(detail::peft_parameter_kinds[k]);
     if (!missing.empty())
       throw usage_error("attach(): module '" + s.t.module + "'" +
                         (s.t.adapter_name.empty() ? std::string() : " (adapter '" + s.t.adapter_name + "')") +
-                        " has no " + missing + "; an AdaLoRA adapter is the triple lora_A (r, in), lora_E (r, 1), "
+                        " has no " + missing +
+                        "; an AdaLoRA adapter is the triple lora_A (r, in), lora_E (r, 1), "
                         "lora_B (out, r), as PEFT and adalora::libtorch::SVDLinear name them");
   }
   // one adapter name
@@ -206,7 +211,8 @@ std::vector<adapter_tensors> find_adapters(const R& parameters, const std::optio
 template <class M>
 concept TorchModule = requires(M& m) {
   { m.named_parameters(true) } -> NamedTensorRange;
-} || requires(M& m) {
+}
+|| requires(M& m) {
   { m->named_parameters(true) } -> NamedTensorRange;
 };
 
@@ -273,8 +279,7 @@ public:
     for (std::size_t k = 0; k < adapters_.size(); ++k) {
       const auto& a = adapters_[k];
       for (std::size_t j = 0; j < k; ++j)
-        if (adapters_[j].module == a.module)
-          throw usage_error("attach(): module '" + a.module + "' is listed twice");
+        if (adapters_[j].module == a.module) throw usage_error("attach(): module '" + a.module + "' is listed twice");
       for (std::size_t i = 0; i < allocator.adapter_count(); ++i)
         if (allocator.adapter_name(i) == a.module)
           throw usage_error("attach(): the allocator already has an adapter named '" + a.module + "'");
@@ -282,7 +287,8 @@ public:
         const char* what = t == &a.lora_A ? "lora_A" : t == &a.lora_E ? "lora_E" : "lora_B";
         check_viewable<value_type, memory_space>(*t, "module '" + a.module + "': " + what);
         if (!t->requires_grad())
-          throw usage_error("attach(): module '" + a.module + "': " + what + " does not require grad, so it would "
+          throw usage_error("attach(): module '" + a.module + "': " + what +
+                            " does not require grad, so it would "
                             "never get the gradient the importance needs; set requires_grad(true) on the adapter's "
                             "parameters (only the base layer is frozen)");
         if (!device) device = t->device();
@@ -317,7 +323,8 @@ public:
       for (std::size_t k = 0; k < adapters_.size(); ++k)
         if (all_zero(fresh[k]))
           throw missing_gradient_error(
-              at + "module '" + adapters_[k].module + "': the gradients of lora_A, lora_E and lora_B are all zero, "
+              at + "module '" + adapters_[k].module +
+              "': the gradients of lora_A, lora_E and lora_B are all zero, "
               "so the module took no part in this step's loss (its forward() was not called, or its output was "
               "detached) or the gradients were zeroed before step(); AdaLoRA would rank it unimportant for no "
               "reason. Call step(t) after backward() and optimizer.step(), before zero_grad(); to allow it, set "
@@ -345,7 +352,10 @@ private:
       for (const at::Tensor* p : {&a.lora_A, &a.lora_E, &a.lora_B})
         if (!p->grad().defined())
           throw missing_gradient_error(
-              at + "module '" + a.module + "': " + (p == &a.lora_A ? "lora_A" : p == &a.lora_E ? "lora_E" : "lora_B") +
+              at + "module '" + a.module + "': " +
+              (p == &a.lora_A   ? "lora_A"
+               : p == &a.lora_E ? "lora_E"
+                                : "lora_B") +
               " has no gradient (.grad() is undefined); the importance needs every adapter's gradients: call "
               "step(t) after loss.backward() and optimizer.step(), before zero_grad() (zero_grad(set_to_none) "
               "discards them), and make sure the module is used in forward()");
@@ -367,9 +377,8 @@ private:
   bool all_zero(const views_type& v) const {
     auto zero = [&](const auto& g) {
       using View = std::remove_cvref_t<decltype(g)>;
-      return g.empty() ||
-             allocator_->backend().count_if(g.size(), detail::nonzero_element_fn<View>{
-                                                          adalora::detail::flat_accessor<View>(g)}) == 0;
+      return g.empty() || allocator_->backend().count_if(
+                              g.size(), detail::nonzero_element_fn<View>{adalora::detail::flat_accessor<View>(g)}) == 0;
     };
     return zero(v.grad_E) && zero(v.grad_A) && zero(v.grad_B);
   }

@@ -4,10 +4,10 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstddef>
-#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "adalora/integrations/libtorch/attach.hpp"
@@ -15,16 +15,6 @@
 #include "adalora/io/peft_adapter.hpp"
 
 namespace adalora::libtorch {
-
-namespace detail {
-/// A float32 host copy of a tensor's values, row-major.
-inline std::vector<float> host_floats(const at::Tensor& t) {
-  const at::Tensor h = t.detach().to(c10::Device(c10::DeviceType::CPU), at::kFloat).contiguous();
-  std::vector<float> v(static_cast<std::size_t>(h.numel()));
-  if (!v.empty()) std::memcpy(v.data(), h.data_ptr(), v.size() * sizeof(float));
-  return v;
-}
-}  // namespace detail
 
 /// One adapter's tensors as a PEFT module named `name` (host float32 copies at the adapter's rank), with its scaling
 /// and init_r when known (else the export takes the config's) and an optional rank pattern (init_r entries, e.g. the
@@ -35,9 +25,9 @@ inline io::peft_svd_module to_peft_module(std::string name, const adapter_tensor
   m.name = std::move(name);
   m.in_features = static_cast<std::size_t>(a.lora_A.size(1));
   m.out_features = static_cast<std::size_t>(a.lora_B.size(0));
-  m.A = detail::host_floats(a.lora_A);
-  m.E = detail::host_floats(a.lora_E);
-  m.B = detail::host_floats(a.lora_B);
+  m.A = host_copy(a.lora_A);
+  m.E = host_copy(a.lora_E);
+  m.B = host_copy(a.lora_B);
   m.rank_pattern = std::move(rank_pattern);
   m.scaling = a.scaling;
   if (a.init_r) m.init_r = static_cast<std::size_t>(*a.init_r);
@@ -48,10 +38,10 @@ inline io::peft_svd_module to_peft_module(std::string name, const adapter_tensor
 /// config) and an optional rank pattern.
 inline io::peft_svd_module to_peft_module(std::string name, const SVDLinearImpl& layer,
                                           std::optional<std::vector<bool>> rank_pattern = std::nullopt) {
-  return to_peft_module(std::move(name),
-                        adapter_tensors{{}, {}, layer.lora_A(), layer.lora_E(), layer.lora_B(), layer.scaling(),
-                                        layer.init_r()},
-                        std::move(rank_pattern));
+  return to_peft_module(
+      std::move(name),
+      adapter_tensors{{}, {}, layer.lora_A(), layer.lora_E(), layer.lora_B(), layer.scaling(), layer.init_r()},
+      std::move(rank_pattern));
 }
 
 /// Every attached adapter as a PEFT module under its module path, with the allocator's current rank pattern.

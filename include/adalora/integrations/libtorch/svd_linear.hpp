@@ -96,8 +96,8 @@ public:
     for (auto& p : base_layer->parameters()) p.set_requires_grad(false);
 
     const auto init_r = options.init_r() ? options.init_r() : options.r();
-    const float alpha = options.lora_alpha() > 0.0 ? static_cast<float>(options.lora_alpha())
-                                                  : static_cast<float>(init_r);
+    const float alpha =
+        options.lora_alpha() > 0.0 ? static_cast<float>(options.lora_alpha()) : static_cast<float>(init_r);
     scaling_ = alpha / (static_cast<float>(init_r) + 1e-5f);
 
     const auto wopts = base_layer->weight.options().requires_grad(false);
@@ -117,7 +117,7 @@ public:
     if (merged_ || options_.r() == 0) return y;
     const at::Tensor xd =
         options_.lora_dropout() > 0.0 && is_training() ? at::dropout(x, options_.lora_dropout(), true) : x;
-    const at::Tensor h = xd.matmul(lora_A_.t());           // (..., r)
+    const at::Tensor h = xd.matmul(lora_A_.t());                   // (..., r)
     const at::Tensor t = h * lora_E_.reshape({1, -1}) * scaling_;  // ⊙ λ, then · s (svd_adapter's order)
     return y + t.matmul(lora_B_.t());
   }

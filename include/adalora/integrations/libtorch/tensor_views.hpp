@@ -5,9 +5,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include "adalora/adapters/svd_adapter_views.hpp"
 #include "adalora/core/bfloat16.hpp"
@@ -63,8 +65,7 @@ inline std::string describe(const at::Tensor& t) {
     if (d) shape += ", ";
     shape += std::to_string(t.size(static_cast<std::int64_t>(d)));
   }
-  return std::string("a ") + c10::toString(t.scalar_type()) + " tensor of shape " + shape + ") on " +
-         t.device().str();
+  return std::string("a ") + c10::toString(t.scalar_type()) + " tensor of shape " + shape + ") on " + t.device().str();
 }
 
 /// Checks that `t` can be viewed, without a copy, as elements of T in memory space Space: it is defined
@@ -83,11 +84,12 @@ void check_viewable(const at::Tensor& t, std::string_view what) {
                       "; use rank_allocator<..., float> for Float tensors and rank_allocator<..., adalora::bfloat16> "
                       "for BFloat16 ones, or convert the module (module->to(torch::kFloat))");
   if (t.device().type() != device_type_of<Space>)
-    throw usage_error(name + " is " + describe(t) + ", but the allocator's backend reads " + Space::name +
-                      " memory (" + c10::DeviceTypeName(device_type_of<Space>, true) +
+    throw usage_error(name + " is " + describe(t) + ", but the allocator's backend reads " + Space::name + " memory (" +
+                      c10::DeviceTypeName(device_type_of<Space>, true) +
                       " tensors); move the module (module->to(...)) or use a backend of that device");
   if (!t.is_contiguous())
-    throw shape_error(name + " is " + describe(t) + " and not contiguous; the allocator writes parameters in "
+    throw shape_error(name + " is " + describe(t) +
+                      " and not contiguous; the allocator writes parameters in "
                       "place, so it cannot work on a contiguous copy: make the parameter contiguous when the model "
                       "is built");
 }
@@ -110,6 +112,14 @@ vector_view<T, Space> vector_view_of(const at::Tensor& t, std::string_view what 
   if (!(t.dim() == 1 || (t.dim() == 2 && t.size(1) == 1)))
     throw shape_error(std::string(what) + " is " + describe(t) + "; expected a vector (n) or a column (n, 1)");
   return make_vector_view<Space>(static_cast<T*>(t.data_ptr()), static_cast<std::size_t>(t.size(0)));
+}
+
+/// A float32 host copy of a tensor's values in row-major order, from any device and dtype (for files and checks).
+inline std::vector<float> host_copy(const at::Tensor& t) {
+  const at::Tensor h = t.detach().to(c10::Device(c10::DeviceType::CPU), at::kFloat).contiguous();
+  std::vector<float> v(static_cast<std::size_t>(h.numel()));
+  if (!v.empty()) std::memcpy(v.data(), h.data_ptr(), v.size() * sizeof(float));
+  return v;
 }
 
 /// Views of one adapter's lora_A (r, in), lora_E (r, 1) and lora_B (out, r) and of their gradients (`.grad()`; a
