@@ -9,18 +9,26 @@
 # again when it is ON.
 option(ADALORA_WITH_LIBTORCH "Add the libtorch integration (adalora::libtorch) when Torch is found" ON)
 
+# Torch's config (and Caffe2's, which it loads) sets variables in the scope it is found from (a CUDA libtorch's even
+# sets CMAKE_CUDA_ARCHITECTURES OFF): found inside a function, they stay there; the imported targets it makes belong to
+# the directory, as usual. It prints STATUS lines of its own even when QUIET.
+function(_adalora_find_torch)
+  find_package(Torch CONFIG QUIET)
+  set(_adalora_torch_found "${Torch_FOUND}" PARENT_SCOPE)
+  set(_adalora_torch_version "${Torch_VERSION}" PARENT_SCOPE)
+endfunction()
+
 set(ADALORA_HAS_LIBTORCH OFF)
 if(ADALORA_WITH_LIBTORCH)
-  # Torch's config (and Caffe2's, which it loads) print STATUS lines of their own even when QUIET.
-  find_package(Torch CONFIG QUIET)
-  if(Torch_FOUND AND TARGET torch)
+  _adalora_find_torch()
+  if(_adalora_torch_found AND TARGET torch)
     add_library(adalora_libtorch INTERFACE)
     add_library(adalora::libtorch ALIAS adalora_libtorch)
     set_target_properties(adalora_libtorch PROPERTIES EXPORT_NAME libtorch)
     target_link_libraries(adalora_libtorch INTERFACE adalora adalora_io torch)
     install(TARGETS adalora_libtorch EXPORT adaloraTargets)
     set(ADALORA_HAS_LIBTORCH ON)
-    message(STATUS "adalora: libtorch ${Torch_VERSION} found (${Torch_DIR}), adalora::libtorch enabled")
+    message(STATUS "adalora: libtorch ${_adalora_torch_version} found (${Torch_DIR}), adalora::libtorch enabled")
   else()
     message(STATUS "adalora: Torch (libtorch) not found, adalora::libtorch is not built (on Debian: apt-get install "
                    "libtorch-dev; elsewhere set Torch_DIR to libtorch's share/cmake/Torch, or "
