@@ -4,8 +4,9 @@
 # Added when ADALORA_WITH_LIBTORCH (default ON) and Torch's CMake package are found (Debian: libtorch-dev, CPU; or a
 # libtorch unpacked anywhere, with Torch_DIR or CMAKE_PREFIX_PATH pointing at its share/cmake/Torch); otherwise skipped
 # with a STATUS message, and nothing else of the build changes. Links Torch's `torch` target (its include folders
-# are imported, hence system folders: torch's own warnings stay out of -Werror builds), adalora::adalora and
-# adalora::io (the PEFT export). Sets ADALORA_HAS_LIBTORCH (ON/OFF) for the package config, which must find Torch
+# are imported, hence system folders: torch's own warnings stay out of -Werror builds), adalora::adalora,
+# adalora::eigen (integrations/libtorch.hpp includes the CPU umbrella, so one include is enough) and adalora::io (the
+# PEFT export). Sets ADALORA_HAS_LIBTORCH (ON/OFF) for the package config, which must find Torch
 # again when it is ON.
 option(ADALORA_WITH_LIBTORCH "Add the libtorch integration (adalora::libtorch) when Torch is found" ON)
 
@@ -25,7 +26,7 @@ if(ADALORA_WITH_LIBTORCH)
     add_library(adalora_libtorch INTERFACE)
     add_library(adalora::libtorch ALIAS adalora_libtorch)
     set_target_properties(adalora_libtorch PROPERTIES EXPORT_NAME libtorch)
-    target_link_libraries(adalora_libtorch INTERFACE adalora adalora_io torch)
+    target_link_libraries(adalora_libtorch INTERFACE adalora adalora_eigen adalora_io torch)
     install(TARGETS adalora_libtorch EXPORT adaloraTargets)
     set(ADALORA_HAS_LIBTORCH ON)
     message(STATUS "adalora: libtorch ${_adalora_torch_version} found (${Torch_DIR}), adalora::libtorch enabled")

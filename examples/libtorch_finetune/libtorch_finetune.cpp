@@ -28,9 +28,8 @@
 #include <string>
 #include <vector>
 
-#include "adalora/adalora.hpp"
-#include "adalora/integrations/libtorch.hpp"
-#include "adalora/io/safetensors.hpp"
+#include "adalora/integrations/libtorch.hpp"  // all the library a libtorch trainer needs
+#include "adalora/io/safetensors.hpp"           // only for base.safetensors and probe.safetensors (the PEFT check)
 
 namespace {
 

@@ -1,4 +1,5 @@
-// The libtorch integration in one include: tensor views, attach(), SVDLinear, the regularizer, the PEFT export.
+// The libtorch integration in one include: tensor views, attach(), SVDLinear, the regularizer, the PEFT export, and
+// the library's CPU umbrella (adalora/adalora.hpp: rank_allocator, eigen_backend, adalora_config, the errors).
 //
 //   adalora::rank_allocator<adalora::eigen_backend> allocator(cfg);
 //   auto attached = adalora::libtorch::attach(allocator, model);  // every SVDLinear (PEFT-named triple) in the model
@@ -15,6 +16,7 @@
 // compiler; only tensor_views.hpp and attach.hpp also compile with nvcc (see the README's libtorch section).
 #pragma once
 
+#include "adalora/adalora.hpp"
 #include "adalora/integrations/libtorch/attach.hpp"
 #include "adalora/integrations/libtorch/orthogonal_regularizer.hpp"
 #include "adalora/integrations/libtorch/peft_export.hpp"
