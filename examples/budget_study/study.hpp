@@ -95,17 +95,34 @@ inline std::vector<method> method_catalogue() {
   once.metric = metric_kind::warmup_sensitivity;
   once.one_shot_warmup = -1;  // the study's tinit + 1 steps (resolved in adalora_config_for)
   all.push_back(once);
+  method once_su{"one_shot_su", "One-shot after warm-up (sensitivity x uncertainty)", "One-shot-SU",
+                 "Ranks fixed once after warm-up (sensitivity \u00d7 uncertainty)", "#b15928"};
+  once_su.one_shot_warmup = -1;
+  all.push_back(once_su);
   return all;
 }
 
-/// The method called `key`; exits with a message listing the known ones otherwise.
+/// The method called `key`; a one-shot method may name its warm-up steps, e.g. "one_shot@20". Exits with a message
+/// listing the known ones otherwise.
 inline method find_method(const std::string& key) {
+  const auto at = key.find('@');
+  const std::string base = key.substr(0, at);
   std::string known;
-  for (const auto& m : method_catalogue()) {
-    if (m.key == key) return m;
+  for (auto m : method_catalogue()) {
+    if (m.key == base && (at == std::string::npos || m.one_shot_warmup != 0)) {
+      if (at != std::string::npos) {
+        m.one_shot_warmup = std::stoll(key.substr(at + 1));
+        m.key = key;
+        m.label += ", " + std::to_string(m.one_shot_warmup) + " steps";
+        m.short_label += "@" + std::to_string(m.one_shot_warmup);
+        m.pretty += ", " + std::to_string(m.one_shot_warmup) + " steps";
+      }
+      return m;
+    }
     known += (known.empty() ? "" : ", ") + m.key;
   }
-  std::fprintf(stderr, "unknown method '%s'; known: %s\n", key.c_str(), known.c_str());
+  std::fprintf(stderr, "unknown method '%s'; known: %s (one-shot ones also as NAME@WARMUP_STEPS)\n", key.c_str(),
+               known.c_str());
   std::exit(2);
 }
 
