@@ -18,6 +18,7 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <numeric>
 #include <sstream>
 #include <string>
@@ -73,31 +74,19 @@ options parse(int argc, char** argv) {
     c.train_seqs = 4096;
   }
   for (const char* key : {"lora", "adalora", "adalora_magnitude"}) o.methods.push_back(find_method(key));
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--large") continue;
-    if (a == "--help" || a == "-h") {
-      usage();
-      std::exit(0);
-    } else if (a == "--target-r") {
+  parse_args(argc, argv, c, usage, [&](const std::string& a, const std::function<std::string()>& value) {
+    if (a == "--large") return true;  // read above
+    if (a == "--target-r") {
       c.target_r = std::stoll(value());
     } else if (a == "--methods") {
       o.methods.clear();
       std::stringstream list(value());
       for (std::string item; std::getline(list, item, ',');) o.methods.push_back(find_method(item));
-    } else if (!parse_common(c, a, value)) {
-      std::fprintf(stderr, "unknown argument '%s'\n", a.c_str());
-      usage();
-      std::exit(2);
+    } else {
+      return false;
     }
-  }
+    return true;
+  });
   if (o.large)
     c.finish(large_ranks);
   else

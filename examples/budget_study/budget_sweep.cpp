@@ -89,19 +89,8 @@ options parse(int argc, char** argv) {
   c.seeds = 5;
   c.init_r = 12;
   c.strengths = strength_profile::geometric;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") {
-      usage();
-      std::exit(0);
-    } else if (a == "--budgets") {
+  parse_args(argc, argv, c, usage, [&](const std::string& a, const std::function<std::string()>& value) {
+    if (a == "--budgets") {
       o.budgets = parse_list<std::int64_t>(value());
     } else if (a == "--methods") {
       std::stringstream list(value());
@@ -132,12 +121,11 @@ options parse(int argc, char** argv) {
       c.shape.d_ff = std::stoul(value());
     } else if (a == "--blocks") {
       c.shape.blocks = std::stoul(value());
-    } else if (!parse_common(c, a, value)) {
-      std::fprintf(stderr, "unknown argument '%s'\n", a.c_str());
-      usage();
-      std::exit(2);
+    } else {
+      return false;
     }
-  }
+    return true;
+  });
   c.finish(sweep_ranks);
   c.eval_every = c.steps;  // the sweep reads only the final held-out loss
   for (const auto* list : {&o.budgets, &o.schedule_budgets})
@@ -353,6 +341,14 @@ std::vector<std::string> pretty_names(const std::vector<method>& ms) {
   return v;
 }
 
+/// The indices and names of every method but method `a`.
+std::pair<std::vector<std::size_t>, std::vector<std::string>> all_but(const std::vector<method>& ms, std::size_t a) {
+  std::pair<std::vector<std::size_t>, std::vector<std::string>> r;
+  for (std::size_t m = 0; m < ms.size(); ++m)
+    if (m != a) r.first.push_back(m), r.second.push_back(ms[m].pretty);
+  return r;
+}
+
 const char* paired_caption =
     " (mean \u00b1 sd of the per-seed differences; k/n: lower on k of n seeds; **bold**: at least two standard errors "
     "from 0)";
@@ -436,14 +432,11 @@ void report_sweep(const options& o, const run_set& runs, const std::vector<metho
   for (const std::string against : {"adalora", "lora"}) {
     const std::size_t a = index_of(methods, against);
     if (a == methods.size()) continue;
-    std::vector<std::string> rows;
-    std::vector<std::size_t> which;
-    for (std::size_t m = 0; m < methods.size(); ++m)
-      if (m != a) rows.push_back(methods[m].pretty), which.push_back(m);
+    const auto others = all_but(methods, a);
     md << "### Paired by seed: excess MSE minus that of " << methods[a].pretty << " at the same budget"
        << paired_caption << "\n\n";
-    md_table(md, "average rank", columns, rows, [&](std::size_t r, std::size_t i) {
-      return compare(t.at({which[r], o.budgets[i]}).excess, t.at({a, o.budgets[i]}).excess).text();
+    md_table(md, "average rank", columns, others.second, [&](std::size_t r, std::size_t i) {
+      return compare(t.at({others.first[r], o.budgets[i]}).excess, t.at({a, o.budgets[i]}).excess).text();
     });
   }
 }
@@ -555,13 +548,10 @@ void report_noise(const options& o, const std::vector<run_set>& levels, const st
            [&](std::size_t m, std::size_t i) { return pm(tables[i].at({m, b}).excess); });
   const std::size_t a = index_of(methods, "adalora");
   if (a < methods.size()) {
-    std::vector<std::string> rows;
-    std::vector<std::size_t> which;
-    for (std::size_t m = 0; m < methods.size(); ++m)
-      if (m != a) rows.push_back(methods[m].pretty), which.push_back(m);
+    const auto others = all_but(methods, a);
     md << "Paired by seed against " << methods[a].pretty << paired_caption << ":\n\n";
-    md_table(md, "noise ratio", columns, rows, [&](std::size_t r, std::size_t i) {
-      return compare(tables[i].at({which[r], b}).excess, tables[i].at({a, b}).excess).text();
+    md_table(md, "noise ratio", columns, others.second, [&](std::size_t r, std::size_t i) {
+      return compare(tables[i].at({others.first[r], b}).excess, tables[i].at({a, b}).excess).text();
     });
   }
 }

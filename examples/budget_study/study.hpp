@@ -210,6 +210,32 @@ inline bool parse_common(study_config& c, const std::string& a, const std::funct
   return true;
 }
 
+/// Reads the command line: -h/--help prints `usage` and exits 0; every other argument goes to `own(a, value)` (the
+/// program's own options, true when it took the argument) and then to parse_common(); an argument neither takes, or a
+/// missing value, prints what was wrong and exits 2. `value()` reads the next argument.
+inline void parse_args(int argc, char** argv, study_config& c, const std::function<void()>& usage,
+                       const std::function<bool(const std::string&, const std::function<std::string()>&)>& own) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const std::function<std::string()> value = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--help" || a == "-h") {
+      usage();
+      std::exit(0);
+    }
+    if (!own(a, value) && !parse_common(c, a, value)) {
+      std::fprintf(stderr, "unknown argument '%s'\n", a.c_str());
+      usage();
+      std::exit(2);
+    }
+  }
+}
+
 /// Help text of the options parse_common() reads.
 inline constexpr const char* common_usage =
     "  --seeds N        seeds per method; each seed draws a new base network, change, data and init\n"

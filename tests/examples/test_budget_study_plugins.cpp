@@ -14,6 +14,7 @@
 #include "metrics.hpp"
 #include "one_shot.hpp"
 #include "support/adapter_fixture.hpp"
+#include "support/allocator_configs.hpp"
 #include "support/backends_under_test.hpp"
 
 namespace {
@@ -46,16 +47,8 @@ static_assert(adalora::BudgetSchedule<out_of_range_schedule>);
 
 const std::vector<adapter_shape> shapes{{6, 20, 12}, {6, 9, 30}, {6, 16, 16}, {6, 33, 7}, {6, 12, 24}};
 
-adalora::adalora_config base_config() {
-  adalora::adalora_config c;
-  c.init_r = 6;
-  c.target_r = 2;
-  c.total_step = 30;
-  c.tinit = 3;
-  c.tfinal = 10;
-  c.deltaT = 2;
-  return c;
-}
+/// Six ranks down to two over 30 steps, warm-up to step 3, a mask every 2 steps (tests/support).
+adalora::adalora_config base_config() { return adalora::testing::small_allocator_config(); }
 
 /// Per element: the metric's float state after folding (θ, ∇θ) of each step in, as the allocator keeps it.
 template <class Metric>
@@ -172,7 +165,7 @@ TEMPLATE_LIST_TEST_CASE("one-shot plug-in: importance over the warm-up, the rank
 TEMPLATE_LIST_TEST_CASE("one-shot plug-in: the schedule it never consults is refused where a budgeting phase exists",
                         "[examples][one_shot]", adalora::testing::backends_under_test) {
   using B = TestType;
-  // the same allocator with the base config's budgeting phase (tinit 3 < t < 20) reaches the schedule at step 4
+  // the same allocator with the base config's budgeting phase (tinit 3 < t < 25) reaches the schedule at step 4
   adapter_fixture<B> fx(B{}, shapes, 99u);
   adalora::rank_allocator<B, one_shot::warmup_sensitivity, out_of_range_schedule> allocator(base_config());
   for (std::size_t k = 0; k < fx.size(); ++k) allocator.add_adapter(fx.name(k), fx.views(k));
