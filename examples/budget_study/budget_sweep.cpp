@@ -42,10 +42,10 @@ struct options {
   std::vector<std::int64_t> budgets{1, 2, 3, 4, 6};  // average final rank per matrix
   std::vector<std::string> sweep_methods{"lora",           "adalora",        "adalora_sensitivity",
                                          "adalora_magnitude", "adalora_fisher", "one_shot"};
-  std::vector<std::int64_t> schedule_budgets{1, 2};
+  std::vector<std::int64_t> schedule_budgets{2};
   std::vector<double> budgeting_fractions{0.2, 0.4, 0.6, 0.8};  // of the steps; tinit stays at 10%
-  std::vector<std::int64_t> warmups{20, 300, 500};              // one-shot warm-up steps beside the sweep's tinit + 1
-  std::vector<double> noise_levels{1.0, 2.0};                   // beside the sweep's own
+  std::vector<std::int64_t> warmups{20, 300};                   // one-shot warm-up steps beside the sweep's tinit + 1
+  std::vector<double> noise_levels{2.0};                        // beside the sweep's own
   std::vector<std::string> noise_methods{"lora", "adalora", "adalora_sensitivity", "adalora_magnitude",
                                          "adalora_fisher"};
   bool sweep = true, schedules = true, noise = true;
@@ -60,10 +60,10 @@ void usage() {
       "part's)\n"
       "  --methods LIST       methods of the sweep (default lora,adalora,adalora_sensitivity,adalora_magnitude,\n"
       "                       adalora_fisher,one_shot; also one_shot_su, and NAME@STEPS for a one-shot warm-up)\n"
-      "  --schedule-budgets LIST   budgets of the schedule ablation (default 1,2)\n"
+      "  --schedule-budgets LIST   budgets of the schedule ablation (default 2)\n"
       "  --fractions LIST     budgeting-phase lengths of the ablation, fractions of the steps (default 0.2,0.4,0.6,0.8)\n"
-      "  --warmups LIST       one-shot warm-up steps of the ablation, besides tinit + 1 (default 20,300,500)\n"
-      "  --noise-levels LIST  noise ratios of the noise part, besides --noise (default 1,2)\n"
+      "  --warmups LIST       one-shot warm-up steps of the ablation, besides tinit + 1 (default 20,300)\n"
+      "  --noise-levels LIST  noise ratios of the noise part, besides --noise (default 2)\n"
       "  --only sweep|schedules|noise   run one part\n"
       "  --decay X            strength of the k-th true direction of a matrix: 0.8 * X^k (default 0.7)\n"
       "  --d-model N, --d-ff N, --blocks N   the network (default 32, 64, 4)\n"
