@@ -43,9 +43,9 @@ struct options {
   std::vector<std::string> sweep_methods{"lora",           "adalora",        "adalora_sensitivity",
                                          "adalora_magnitude", "adalora_fisher", "one_shot"};
   std::vector<std::int64_t> schedule_budgets{2};
-  std::vector<double> budgeting_fractions{0.2, 0.4, 0.6, 0.8};  // of the steps; tinit stays at 10%
-  std::vector<std::int64_t> warmups{20, 300};                   // one-shot warm-up steps beside the sweep's tinit + 1
-  std::vector<double> noise_levels{2.0};                        // beside the sweep's own
+  std::vector<double> budgeting_fractions{0.2, 0.5, 0.8};  // of the steps; tinit stays at 10%
+  std::vector<std::int64_t> warmups{20};                        // one-shot warm-up steps beside the sweep's tinit + 1
+  std::vector<double> noise_levels;  // beside the sweep's own; none: no noise part
   std::vector<std::string> noise_methods{"lora", "adalora", "adalora_sensitivity", "adalora_magnitude",
                                          "adalora_fisher"};
   bool sweep = true, schedules = true, noise = true;
@@ -61,14 +61,14 @@ void usage() {
       "  --methods LIST       methods of the sweep (default lora,adalora,adalora_sensitivity,adalora_magnitude,\n"
       "                       adalora_fisher,one_shot; also one_shot_su, and NAME@STEPS for a one-shot warm-up)\n"
       "  --schedule-budgets LIST   budgets of the schedule ablation (default 2)\n"
-      "  --fractions LIST     budgeting-phase lengths of the ablation, fractions of the steps (default 0.2,0.4,0.6,0.8)\n"
-      "  --warmups LIST       one-shot warm-up steps of the ablation, besides tinit + 1 (default 20,300)\n"
-      "  --noise-levels LIST  noise ratios of the noise part, besides --noise (default 2)\n"
+      "  --fractions LIST     budgeting-phase lengths of the ablation, fractions of the steps (default 0.2,0.5,0.8)\n"
+      "  --warmups LIST       one-shot warm-up steps of the ablation, besides tinit + 1 (default 20)\n"
+      "  --noise-levels LIST  noise ratios of the noise part, besides --noise (default none: no noise part)\n"
       "  --only sweep|schedules|noise   run one part\n"
       "  --decay X            strength of the k-th true direction of a matrix: 0.8 * X^k (default 0.7)\n"
       "  --d-model N, --d-ff N, --blocks N   the network (default 32, 64, 4)\n"
       "%s"
-      "defaults: 5 seeds, out budget_sweep_out, 1000 steps, init_r 12, tinit 100, tfinal 300, noise 0.5\n",
+      "defaults: 5 seeds, out budget_sweep_out, 500 steps, batch 16, init_r 8, tinit 50, tfinal 150, noise 0.5\n",
       common_usage);
 }
 
@@ -87,7 +87,9 @@ options parse(int argc, char** argv) {
   c.shape = {32, 64, 4, 8, 4};
   c.out = "budget_sweep_out";
   c.seeds = 5;
-  c.init_r = 12;
+  c.init_r = 8;
+  c.steps = 500;
+  c.batch = 16;
   c.strengths = strength_profile::geometric;
   parse_args(argc, argv, c, usage, [&](const std::string& a, const std::function<std::string()>& value) {
     if (a == "--budgets") {
@@ -134,7 +136,7 @@ options parse(int argc, char** argv) {
         std::fprintf(stderr, "budget %lld is not in [1, init_r = %lld)\n", (long long)b, (long long)c.init_r);
         std::exit(2);
       }
-  if (o.budgets.empty()) o.noise = false;
+  if (o.budgets.empty() || o.noise_levels.empty()) o.noise = false;
   return o;
 }
 
@@ -616,7 +618,7 @@ int main(int argc, char** argv) try {
   md << "Task: " << c.shape.blocks << " blocks, d_model " << c.shape.d_model << ", d_ff " << c.shape.d_ff << ", "
      << c.shape.matrices() << " matrices, total true rank " << true_total << " (strength of the k-th direction of a "
      << "matrix " << fmt("%.2f", c.change_scale) << " \u00b7 " << fmt("%.2f", c.decay) << "^k), noise ratio "
-     << fmt("%.2f", c.noise_ratio) << "; " << c.steps << " steps, lr " << fmt("%g", c.lr)
+     << fmt("%.2f", c.noise_ratio) << "; " << c.steps << " steps of " << c.batch << " sequences, lr " << fmt("%g", c.lr)
      << " decayed linearly, AdaLoRA from init_r " << c.init_r << " with tinit " << c.tinit << ", tfinal " << c.tfinal
      << ", deltaT " << c.deltaT << ", orth_reg_weight " << fmt("%g", c.orth_reg_weight) << "; one-shot: ranks fixed "
      << "at step " << c.tinit + 1 << "; " << seeds_text(c.seeds) << ". Base network "

@@ -198,6 +198,7 @@ inline bool parse_common(study_config& c, const std::string& a, const std::funct
   if (a == "--seeds") c.seeds = std::stoi(value());
   else if (a == "--out") c.out = value();
   else if (a == "--steps") c.steps = std::stoll(value());
+  else if (a == "--batch") c.batch = std::stoul(value());
   else if (a == "--threads") c.threads = static_cast<unsigned>(std::stoul(value()));
   else if (a == "--lr") c.lr = std::stod(value());
   else if (a == "--constant-lr") c.lr_decay = false;
@@ -242,6 +243,7 @@ inline constexpr const char* common_usage =
     "  --out DIR        output folder\n"
     "  --threads N      runs trained at once (default: the number of cores)\n"
     "  --steps N        optimizer steps per run\n"
+    "  --batch N        training sequences per step\n"
     "  --lr X           AdamW learning rate (default 0.01), decayed linearly to 0 unless --constant-lr\n"
     "  --init-r N       AdaLoRA's initial rank per matrix\n"
     "  --tinit N        AdaLoRA warm-up steps (default 10%% of the steps)\n"
