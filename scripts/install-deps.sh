@@ -6,8 +6,10 @@
 #   bash scripts/install-deps.sh --ccache  the same plus ccache (scripts/test.sh's compiler cache)
 #   bash scripts/install-deps.sh --libtorch  the same plus Debian's CPU libtorch (adalora::libtorch, its tests and
 #                                          example; 164 packages, 125 MB to download, 512 MB installed, about a minute)
-# The options combine (scripts/test.sh: --mpi --ccache --libtorch). ADALORA_SKIP_DEPS=1 skips it (e.g. when the
-# dependencies come from elsewhere).
+#   bash scripts/install-deps.sh --clang   the same plus clang 14, its sanitizer and libFuzzer runtimes, and its
+#                                          OpenMP runtime (the fuzz and ThreadSanitizer stages of scripts/test.sh)
+# The options combine (scripts/test.sh: --mpi --ccache --libtorch, then --clang). ADALORA_SKIP_DEPS=1 skips it (e.g.
+# when the dependencies come from elsewhere).
 set -euo pipefail
 self="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
 cd "$(dirname "$self")/.."
@@ -19,6 +21,7 @@ ADALORA_MPI_DEPS=(libopenmpi-dev openmpi-bin)
 ADALORA_CCACHE_DEPS=(ccache)
 # the libtorch integration (adalora::libtorch, examples/libtorch_finetune): Debian's CPU-only libtorch 1.13
 ADALORA_LIBTORCH_DEPS=(libtorch-dev)
+ADALORA_CLANG_DEPS=(clang-14 libclang-rt-14-dev libomp-14-dev)
 
 packages=("${ADALORA_DEPS[@]}")
 for arg in "$@"; do
@@ -27,8 +30,9 @@ for arg in "$@"; do
     --mpi) packages+=("${ADALORA_MPI_DEPS[@]}") ;;
     --ccache) packages+=("${ADALORA_CCACHE_DEPS[@]}") ;;
     --libtorch) packages+=("${ADALORA_LIBTORCH_DEPS[@]}") ;;
+    --clang) packages+=("${ADALORA_CLANG_DEPS[@]}") ;;
     -h | --help)
-      sed -n '2,10p' "$self" | sed 's/^# \{0,1\}//'
+      sed -n '2,12p' "$self" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)

@@ -9,6 +9,7 @@
 #include <exception>
 #include <filesystem>
 #include <iostream>
+#include <new>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -139,9 +140,15 @@ int main(int argc, char** argv) {
           std::cout << "SKIP " << shown << ": " << r.detail << "\n";
           break;
       }
+    } catch (const std::bad_alloc&) {
+      ++failed;
+      std::cout << "FAIL " << shown << ": out of memory while replaying it\n";
     } catch (const std::exception& e) {
       ++failed;
       std::cout << "FAIL " << shown << ": " << e.what() << "\n";
+    } catch (...) {
+      ++failed;
+      std::cout << "FAIL " << shown << ": unknown error\n";
     }
   }
   std::cout << passed << " passed, " << failed << " failed";

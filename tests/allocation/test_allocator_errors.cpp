@@ -6,6 +6,7 @@
 
 #include "adalora/allocation/rank_allocator.hpp"
 #include "support/adapter_fixture.hpp"
+#include "support/allocator_configs.hpp"
 #include "support/backends_under_test.hpp"
 
 using namespace adalora;
@@ -14,14 +15,7 @@ using adalora::testing::backends_under_test;
 
 namespace {
 adalora_config error_config() {
-  adalora_config c;
-  c.init_r = 4;
-  c.target_r = 2;
-  c.tinit = 1;
-  c.tfinal = 2;
-  c.total_step = 12;
-  c.deltaT = 1;
-  return c;
+  return adalora::testing::error_allocator_config();
 }
 
 /// Runs a healthy allocator and a twin that also meets a failing call at `fail_at`; after the failure both must
@@ -190,4 +184,44 @@ TEMPLATE_LIST_TEST_CASE("a schedule that leaves the budget range is refused", "[
   alloc.step(1);
   REQUIRE_THROWS_WITH(alloc.step(2),
                       Catch::Contains("schedule 'overshoot' gave budget 5, outside [target 2, initial 4]"));
+}
+
+TEMPLATE_LIST_TEST_CASE("finite inputs whose importance overflows are refused and change nothing",
+                        "[allocator][errors][hostile]", backends_under_test) {
+  // θ = g = 1e20: |θ·g| = 1e40 is beyond float, the importance would be inf/NaN and the adapter pruned for good
+  for (std::int64_t at : {0, 5}) {  // a warm-up step, a mask step
+    check_failure_changes_nothing<TestType>(
+        at,
+        [](auto&, auto& fx) {
+          fx.poke(1, "B", 4, 1e20f);
+          fx.poke(1, "gB", 4, 1e20f);
+        },
+        [](auto&, auto& fx) { fx.upload(); }, "the importance of adapter 'layers.0.v' (lora_B)");
+  }
+  // θ = g = 1e12: the importance (about 1e24) fits, its score Ī·Ū (about 1e46) does not: refused on any step too
+  for (std::int64_t at : {1, 6}) {
+    check_failure_changes_nothing<TestType>(
+        at,
+        [](auto&, auto& fx) {
+          fx.poke(0, "A", 7, 1e12f);
+          fx.poke(0, "gA", 7, -1e12f);
+        },
+        [](auto&, auto& fx) { fx.upload(); }, "adapter 'layers.0.q' (lora_A) (1 tiles in all) or its score");
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("finite scores whose triplet sum overflows refuse the mask step and change nothing",
+                        "[allocator][errors][hostile]", backends_under_test) {
+  // θ = g = 1e10 on Q's row 1: each element's score Ī·Ū is about 1.9e38, within float; the row's mean, summed in
+  // double and rounded to float32 as PEFT does, is not, and so neither is the triplet score of singular value 1
+  // (PEFT would take an infinite threshold and prune at random)
+  check_failure_changes_nothing<TestType>(
+      5,
+      [](auto&, auto& fx) {
+        for (std::size_t j = 0; j < 5; ++j) {
+          fx.poke(0, "A", 5 + j, 1e10f);
+          fx.poke(0, "gA", 5 + j, 1e10f);
+        }
+      },
+      [](auto&, auto& fx) { fx.upload(); }, "triplet scores are NaN or infinite, the first of adapter 'layers.0.q'");
 }

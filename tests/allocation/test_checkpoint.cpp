@@ -3,6 +3,8 @@
 
 #include <cstring>
 #include <filesystem>
+#include <limits>
+#include <tuple>
 
 #include "adalora/allocation/rank_allocator.hpp"
 #include "adalora/io/allocator_checkpoint.hpp"
@@ -118,6 +120,9 @@ TEST_CASE("malformed checkpoints are format errors", "[checkpoint]") {
   s.scores = {0.5f, 0.25f};
   s.threshold = 0.25f;
   s.last_step = 7;
+  s.budget = 2;
+  s.importance_live = true;            // from the first step until the pattern is frozen
+  s.importance.assign(2 * 2 * 8, 0.5f);  // two planes of r·(in + 1 + out) = 16 values
   const auto bytes = io::allocator_checkpoint_bytes(s);
   const auto back = io::read_allocator_checkpoint(io::safetensors_file::parse(bytes));
   REQUIRE(back.adapters == s.adapters);
@@ -135,5 +140,61 @@ TEST_CASE("malformed checkpoints are format errors", "[checkpoint]") {
   w2.add_metadata("adapters", "[]");
   w2.add_metadata("progress", "{}");
   REQUIRE_THROWS_WITH(io::read_allocator_checkpoint(io::safetensors_file::parse(w2.to_bytes())),
-                      Catch::Contains("a field is missing or has the wrong type"));
+                      Catch::Contains("__metadata__.config lacks the field 'target_r'"));
+}
+
+TEST_CASE("a checkpoint whose arrays disagree with its adapters, or hold NaN, is a format error",
+          "[checkpoint][hostile]") {
+  allocator_state s;
+  s.config = resume_config();
+  s.metric = "sensitivity_uncertainty";
+  s.schedule = "cubic";
+  s.adapters = {{"a", 2, 3, 4}, {"b", 3, 2, 2}};
+  s.keep = {1, 0, 1, 1, 0};
+  s.scores = {0.5f, 0.25f, 0.75f, 1.0f, 0.125f};
+  s.threshold = 0.25f;
+  s.last_step = 9;
+  s.budget = 4;
+  s.importance_live = true;
+  s.importance.assign(2 * (2 * 8 + 3 * 5), 0.5f);
+  const auto good = io::allocator_checkpoint_bytes(s);
+  REQUIRE(io::read_allocator_checkpoint(io::safetensors_file::parse(good)).adapters == s.adapters);
+  auto refused = [](const allocator_state& bad, const char* message) {
+    INFO(message);
+    // the bytes are made without the writer's read-back check, as a crafted file would be
+    const auto from = io::safetensors_file::parse(io::allocator_checkpoint_bytes(bad));
+    REQUIRE_THROWS_AS(io::read_allocator_checkpoint(from), format_error);
+    REQUIRE_THROWS_WITH(io::read_allocator_checkpoint(from), Catch::Contains(message));
+  };
+  // issue 17: metadata that claims an adapter rank of 1e8 (adalora-inspect then read the pattern out of bounds)
+  auto huge_rank = s;
+  huge_rank.adapters[1].r = 100'000'000;
+  refused(huge_rank, "the rank pattern (keep) has 5 entries; the adapters' ranks sum to 100000002");
+  auto overflow = s;
+  overflow.adapters[0].out = std::numeric_limits<std::size_t>::max();
+  refused(overflow, "adapter 0 ('a') (r 2, in 3, out 18446744073709551615) makes the adapters' sizes overflow");
+  // issue 17: an importance edited to NaN was saved and restored, and the next mask step pruned everything
+  auto nan = s;
+  nan.importance[5] = std::numeric_limits<float>::quiet_NaN();
+  refused(nan, "the importance holds 1 NaN or infinite values");
+  auto twice = s;
+  twice.adapters[1].name = "a";
+  refused(twice, "adapter 1 ('a') appears twice");
+  // and what a text editor can do to the metadata: a negative size, a rank that is a string, a deep nest
+  for (const auto& [from, to, message] :
+       {std::tuple{std::string("\"r\":3"), std::string("\"r\":-3"), "adapters[1].r is number -3; expected an integer in [0, "},
+        std::tuple{std::string("\"r\":3"), std::string("\"r\":\"3\""), "adapters[1].r is string \"3\"; expected a non-negative integer"},
+        std::tuple{std::string("\"metric\":\"sensitivity_uncertainty\""),
+                   std::string("\"metric\":") + std::string(200, '[') + std::string(200, ']'),
+                   "__metadata__.progress nests arrays and objects more than 64 deep"}}) {
+    INFO(message);
+    const auto file = io::safetensors_file::parse(good);
+    auto edited_meta = file.metadata();
+    for (auto& [key, value] : edited_meta)
+      if (const auto pos = value.find(from); pos != std::string::npos) value.replace(pos, from.size(), to);
+    io::safetensors_writer w;
+    for (const auto& [key, value] : edited_meta) w.add_metadata(key, value);
+    for (const auto& t : file.tensors()) w.add(t.name, t.shape, file.read_f32(t.name));
+    REQUIRE_THROWS_WITH(io::read_allocator_checkpoint(io::safetensors_file::parse(w.to_bytes())), Catch::Contains(message));
+  }
 }

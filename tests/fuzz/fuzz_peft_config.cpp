@@ -1,43 +1,28 @@
-// libFuzzer target: arbitrary adapter_config.json text (beside a valid weights file) through the PEFT importer.
-#include <cstddef>
-#include <cstdint>
-#include <filesystem>
-#include <fstream>
-#include <string>
-#include <unistd.h>
+// Fuzz target: arbitrary text as adapter_config.json beside a valid weights file (one module "m": A (2, 3),
+// E (2, 1), B (4, 2)), through the PEFT importer and adalora-inspect.
 #include <vector>
 
 #include "adalora/core/error.hpp"
 #include "adalora/io/peft_adapter.hpp"
+#include "fuzz_target.hpp"
 
-namespace {
-std::filesystem::path scratch_dir() {
+ADALORA_FUZZ_TARGET(peft_config) {
+  using namespace adalora;
   static const std::filesystem::path dir = [] {
-    auto d = std::filesystem::temp_directory_path() / ("adalora-fuzz-peft-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(d);
-    // one module "m": A (2, 3), E (2, 1), B (4, 2)
-    adalora::io::safetensors_writer w;
-    const std::vector<float> a(6, 0.5f), e(2, 1.0f), b(8, -0.25f);
-    w.add("base_model.model.m.lora_A", {2, 3}, a);
-    w.add("base_model.model.m.lora_E", {2, 1}, e);
-    w.add("base_model.model.m.lora_B", {4, 2}, b);
-    w.write(d / "adapter_model.safetensors");
+    const auto d = fuzz::scratch("peft_config");
+    io::safetensors_writer w;
+    w.add("base_model.model.m.lora_A", {2, 3}, std::vector<float>(6, 0.5f));
+    w.add("base_model.model.m.lora_E", {2, 1}, std::vector<float>(2, 1.0f));
+    w.add("base_model.model.m.lora_B", {4, 2}, std::vector<float>(8, -0.25f));
+    w.write(d / io::peft_weights_file);
     return d;
   }();
-  return dir;
-}
-}  // namespace
-
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  const auto dir = scratch_dir();
-  {
-    std::ofstream out(dir / "adapter_config.json", std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
-  }
+  fuzz::write_file(dir / io::peft_config_file, data, size);
   try {
-    (void)adalora::io::read_peft_adalora(dir);
-  } catch (const adalora::error&) {
-    // rejected with a clear error: fine
+    const auto ck = io::read_peft_adalora(dir);
+    if (ck.modules.size() != 1 || ck.modules[0].rank() != 2) fuzz::broken("the module read back differs");
+  } catch (const error&) {
   }
+  fuzz::inspect_quietly(dir);
   return 0;
 }

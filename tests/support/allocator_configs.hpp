@@ -20,4 +20,17 @@ inline adalora_config small_allocator_config() {
   return c;
 }
 
+/// Four ranks down to two over 12 steps: warm-up to step 1, a mask every step, the final phase from step 10 (the
+/// error and hostile-input tests).
+inline adalora_config error_allocator_config() {
+  adalora_config c;
+  c.init_r = 4;
+  c.target_r = 2;
+  c.tinit = 1;
+  c.tfinal = 2;
+  c.total_step = 12;
+  c.deltaT = 1;
+  return c;
+}
+
 }  // namespace adalora::testing

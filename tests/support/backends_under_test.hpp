@@ -9,6 +9,14 @@
 namespace adalora::testing {
 using backends_under_test = std::tuple<adalora::cuda_backend>;
 }  // namespace adalora::testing
+#elif defined(ADALORA_TEST_THRUST_OMP_ONLY)
+// The ThreadSanitizer build (scripts/test.sh) runs the generic bodies on Thrust's OpenMP system alone: the tests in
+// which threads meet. (Eigen stays available to the tests that name it.)
+#include "adalora/backends/eigen/eigen_backend.hpp"
+#include "adalora/backends/thrust/thrust_backend.hpp"
+namespace adalora::testing {
+using backends_under_test = std::tuple<adalora::thrust_omp_backend>;
+}  // namespace adalora::testing
 #else
 #include "adalora/backends/eigen/eigen_backend.hpp"
 #if defined(ADALORA_TEST_XTENSOR)

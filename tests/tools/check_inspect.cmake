@@ -1,5 +1,7 @@
-# adalora-inspect on each kind of input it reads, and on bad input. Run by ctest (tests/CMakeLists.txt) with
+# adalora-inspect on each kind of input it reads, and on bad input; adalora-inspect and adalora-trace on the crafted
+# files of issue 17 (each once died of a signal; now a message and status 1). Run by ctest (tests/CMakeLists.txt) with
 #   -DINSPECT=<adalora-inspect> -DINTEROP=<peft_interop> -DDEMO=<allocator_demo> -DTRACE=<a PEFT trace> -DWORK=<dir>
+#   -DREPLAY=<adalora-trace> -DFUZZ=<tests/fuzz, whose regressions/ hold the crafted files>
 file(REMOVE_RECURSE "${WORK}")
 file(MAKE_DIRECTORY "${WORK}")
 
@@ -55,3 +57,30 @@ inspect(1 "${WORK}/lora-with-adalora-tensors" "tensor 'base_model\\.model\\.[^']
 # one bad path among good ones: the good ones are still printed, the status is 1
 inspect(1 "${WORK}/nothing-here;${WORK}/peft/lora" "PEFT LoRA adapter, [0-9]+ modules" "adalora-inspect: .*nothing-here")
 inspect(2 "" "usage: adalora-inspect PATH")
+
+# issue 17: crafted input, a clear message and status 1, never a signal
+inspect(1 "${FUZZ}/regressions/checkpoint/adapter-rank-1e8.safetensors"
+        "adalora-inspect: allocator checkpoint .*: the rank pattern \\(keep\\) has 4 entries; the adapters' ranks sum to 100000002")
+inspect(1 "${FUZZ}/regressions/checkpoint/nan-importance.safetensors" "the importance holds 1 NaN or infinite values")
+string(REPEAT "[" 100000 open)
+string(REPEAT "]" 100000 close)
+file(COPY "${WORK}/peft/adalora/adapter_model.safetensors" DESTINATION "${WORK}/deep")
+file(WRITE "${WORK}/deep/adapter_config.json" "{\"peft_type\": \"ADALORA\", \"target_modules\": ${open}${close}}")
+inspect(1 "${WORK}/deep" "adapter_config.json nests arrays and objects more than 64 deep")
+file(WRITE "${WORK}/deep/adapter_config.json" "{\"peft_type\": ${open}${close}}")
+inspect(1 "${WORK}/deep" "more than 64 deep")
+file(WRITE "${WORK}/deep/adapter_config.json" "{\"peft_type\": [\"LORA\"]}")
+inspect(1 "${WORK}/deep" "peft_type is array of 1 values; expected a string")
+file(COPY "${WORK}/peft/lora/adapter_model.safetensors" DESTINATION "${WORK}/lora-deep")
+file(WRITE "${WORK}/lora-deep/adapter_config.json" "{\"peft_type\": \"LORA\", \"rank_pattern\": {\"x\": ${open}${close}}}")
+inspect(1 "${WORK}/lora-deep" "more than 64 deep")
+file(WRITE "${WORK}/deep/adapter_config.json" "{\"peft_type\": \"ADALORA\", \"init_r\": 6, \"lora_alpha\": 1e300}")
+inspect(1 "${WORK}/deep" "lora_alpha = 1e\\+300 makes the scaling")
+
+# adalora-trace on a layer trace whose case claims d_in = d_out = batch = 2^32 with r = 0
+execute_process(COMMAND "${REPLAY}" "${FUZZ}/regressions/layer_trace/sizes-2pow32.safetensors"
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 1 OR NOT out MATCHES "FAIL sizes-2pow32.safetensors: layer trace: case 0: the size of W overflows")
+  message(FATAL_ERROR "adalora-trace on the crafted layer trace: exit status ${rc}, expected 1:\n${out}${err}")
+endif()
+message(STATUS "adalora-trace on the crafted layer trace: as expected")

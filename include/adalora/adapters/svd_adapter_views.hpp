@@ -29,8 +29,24 @@ struct svd_adapter_views {
     return (grad_A.data || lora_A.empty()) && (grad_E.data || lora_E.empty()) && (grad_B.data || lora_B.empty());
   }
 
-  /// Throws shape_error unless A is (r, in), E is (r), B is (out, r) with in, out > 0, every non-empty parameter
-  /// has data, and every gradient is either missing (null) or of its parameter's shape.
+  /// Throws shape_error unless every view describes memory that can exist (extents_problem: no extent, element count
+  /// or offset overflows), naming the view.
+  void check_extents(const std::string& adapter) const {
+    auto addressable = [&](const auto& v, const char* what) {
+      if (const std::string p = extents_problem(v); !p.empty())
+        throw shape_error("adapter '" + adapter + "': " + what + ": " + p);
+    };
+    addressable(lora_A, "lora_A");
+    addressable(lora_E, "lora_E");
+    addressable(lora_B, "lora_B");
+    addressable(grad_A, "grad_A");
+    addressable(grad_E, "grad_E");
+    addressable(grad_B, "grad_B");
+  }
+
+  /// Throws shape_error unless A is (r, in), E is (r), B is (out, r) with in, out > 0, every view describes memory
+  /// that can exist (extents_problem: no element count or offset overflows), every non-empty parameter has data,
+  /// and every gradient is either missing (null) or of its parameter's shape.
   void check_shapes(const std::string& adapter) const {
     const auto where = "adapter '" + adapter + "': ";
     const std::size_t r = rank();
@@ -41,6 +57,7 @@ struct svd_adapter_views {
     if (in_features() == 0 || out_features() == 0)
       throw shape_error(where + "in_features and out_features must be positive, got lora_A " +
                         extents_string(lora_A) + " and lora_B " + extents_string(lora_B));
+    check_extents(adapter);
     auto need_data = [&](const auto& v, const char* what) {
       if (!v.empty() && v.data == nullptr) throw shape_error(where + what + " has extents " + extents_string(v) +
                                                              " but no data (null pointer)");

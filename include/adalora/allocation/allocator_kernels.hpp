@@ -205,8 +205,10 @@ ADALORA_HOST_DEVICE void with_tile_sink(const plan_tile& tile, std::size_t cols,
 
 /// The importance pass of a step over all tiles of the plan, in one launch. For every element it reads θ and g,
 /// folds them into the metric's state read from `state_in` and writes the result to `state_out` (double buffering:
-/// the caller keeps `state_in` when any input was not finite, so a failed step changes nothing), and counts the
-/// non-finite inputs of tile t into bad[t]. With `Score` it also scores the new state and leaves what
+/// the caller keeps `state_in` when any input was not finite, so a failed step changes nothing), and counts into
+/// bad[t] the elements of tile t whose θ, g, new state or score of the new state is not finite (finite inputs whose
+/// importance overflows, e.g. |θ·g| or Ī·Ū beyond float's range, are refused like non-finite ones: such a state is
+/// never kept, even on a step that does not score). With `Score` it also scores the new state and leaves what
 /// triplet_from_partials_fn needs: the tiles' score sums in `partial` (lane order, tile_lanes) and the λ scores.
 /// Without `Update` it only scores the state held in `state_in` (the forced mask at T − tfinal); θ, g, state_out and
 /// bad are not touched.
@@ -224,7 +226,7 @@ struct fused_importance_fn {
   const float* state_in;
   float* state_out;      // Update only
   std::size_t plane_size;
-  std::uint32_t* bad;    // Update only: non-finite inputs per tile
+  std::uint32_t* bad;    // Update only: elements with a non-finite input, new state or score, per tile
   double* partial;       // Score only: the tiles' partial sums
   float* lambda_scores;  // Score only: the element score of λ_i, by the singular value's index among all b0
 
@@ -241,7 +243,8 @@ struct fused_importance_fn {
     if constexpr (Update) bad[t] = non_finite;
   }
 
-  // The tile's elements in blocks whose scores go to the sink; returns how many elements had a non-finite θ or g.
+  // The tile's elements in blocks whose scores go to the sink; returns how many elements had a non-finite θ, g, new
+  // state or score.
   // Everything it reads is copied to locals first, so that the stores cannot alias it.
   template <class Sink>
   ADALORA_HOST_DEVICE std::uint32_t run(const plan_tile& tile, const plan_tensor<T>& x, Sink&& sink) const noexcept {
@@ -330,8 +333,8 @@ struct fused_importance_fn {
 
   // ---- one element, both forms ----
 
-  // Element at.i of tensor x: with Update its new state (from `in` into `out`), with Score its score; false when θ or
-  // g was not finite.
+  // Element at.i of tensor x: with Update its new state (from `in` into `out`), with Score its score; false when θ,
+  // g, the new state or its score is not finite.
   static ADALORA_HOST_DEVICE bool element(const Metric& m, const float* in, [[maybe_unused]] float* out,
                                           std::size_t plane, const plan_tensor<T>& x,
                                           [[maybe_unused]] const element_walk<Contiguous>& at,
@@ -346,7 +349,11 @@ struct fused_importance_fn {
       if constexpr (Metric::needs_gradient) g = static_cast<float>(at.at(x.grad, x.grad_row_stride, x.grad_col_stride));
       finite = is_finite_f(theta) && is_finite_f(g);
       m.update(theta, g, s);
-      for (std::size_t k = 0; k < Metric::state_count; ++k) out[k * plane + e] = s[k];
+      for (std::size_t k = 0; k < Metric::state_count; ++k) {
+        out[k * plane + e] = s[k];
+        finite = finite & is_finite_f(s[k]);
+      }
+      finite = finite & is_finite_f(m.score(s));
     }
     if constexpr (Score) score = m.score(s);
     return finite;

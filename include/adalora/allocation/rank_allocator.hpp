@@ -2,10 +2,12 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -20,8 +22,10 @@
 #include "adalora/allocation/step_plan.hpp"
 #include "adalora/backends/backend.hpp"
 #include "adalora/core/bfloat16.hpp"
+#include "adalora/core/checked_size.hpp"
 #include "adalora/core/config.hpp"
 #include "adalora/core/error.hpp"
+#include "adalora/core/usage_guard.hpp"
 #include "adalora/distributed/communicator.hpp"
 #include "adalora/distributed/ownership.hpp"
 #include "adalora/distributed/score_exchange.hpp"
@@ -83,11 +87,19 @@ struct collective_state<B, C, true> {
 ///
 /// A step runs a fixed number of backend calls whatever the number of adapters: one pass over all tiles of all
 /// adapters (update, finiteness count, and on mask steps the score sums), one count, and on mask steps one pass for
-/// the triplet scores, one selection and one pass each for the pattern and the masks (see step_plan.hpp).
+/// the triplet scores and one count of those that are not finite, one selection and one pass each for the pattern
+/// and the masks (see step_plan.hpp).
 ///
 /// Errors: every precondition of a step (steps increasing, gradients present, parameters and gradients finite,
 /// importance available for the forced mask) is checked before anything changes; a failed step leaves the
-/// allocator and the adapters exactly as they were.
+/// allocator and the adapters exactly as they were. Sizes are checked for overflow at registration.
+///
+/// Threads: a rank_allocator is used by one thread at a time (as a std::vector is): its calls must not overlap, and
+/// nothing may write the registered tensors during step(). The reading calls (save_state, ranks, rank_pattern,
+/// triplet_scores and the small getters) may overlap each other. Overlapping calls are detected, not silently raced:
+/// add_adapter, rebind, step and restore_state throw usage_error when any other call is running, and the bulk
+/// reading calls when one of those is (detail::usage_guard; the losing call changes nothing). Separate allocators
+/// share nothing and may run in parallel; the backend's own threads (Thrust's OpenMP system) are inside a call.
 ///
 /// Many processes, one budget: with a Communicator other than self_communicator (the default) the allocator runs on
 /// every rank of a group and all of them reach the budget, threshold and masks of one process holding the union of
@@ -140,62 +152,42 @@ public:
 
   // ---- registration ------------------------------------------------------------------------------------------
 
-  /// Registers an adapter under a unique name; returns its index. Only before the first step.
+  /// Registers an adapter under a unique name; returns its index. Only before the first step. Names are looked up
+  /// in an index, so registering n adapters takes O(n log n).
   std::size_t add_adapter(std::string name, const views_type& views) {
-    if (last_step_)
-      throw usage_error("add_adapter('" + name + "'): the allocator has already run step " +
-                        std::to_string(*last_step_) + "; register every adapter before the first step");
-    if (name.empty()) throw usage_error("add_adapter: the adapter name is empty");
-    if (find(name)) throw usage_error("add_adapter: an adapter named '" + name + "' is already registered");
+    const detail::usage_guard::writing busy(guard_, "add_adapter", "rank_allocator");
+    check_registration(name);
     views.check_shapes(name);
-    adapter_entry e;
-    e.part = {name, views.rank(), views.in_features(), views.out_features(), 0, views.in_features(), 0,
-              views.out_features(), true};
-    e.name = std::move(name);
-    e.views = views;
-    e.offset = total_elements_;
-    e.score_offset = static_cast<std::size_t>(initial_budget_);
-    total_elements_ += views.rank() * (views.in_features() + 1 + views.out_features());
-    initial_budget_ += static_cast<std::int64_t>(views.rank());
-    adapters_.push_back(std::move(e));
-    prepared_ = false;
-    return adapters_.size() - 1;
+    const detail::part_descriptor part{name, views.rank(), views.in_features(), views.out_features(), 0,
+                                       views.in_features(), 0, views.out_features(), true};
+    return register_adapter(std::move(name), views, part);
   }
 
   /// Registers this rank's part of an adapter that several ranks hold slices of (ownership::partitioned only):
   /// `views` hold lora_A's columns [in_offset, in_offset + in_count), λ, and lora_B's rows [out_offset,
   /// out_offset + out_count) of the global adapter `shard` describes (see adapter_shard). Only before the first step.
   std::size_t add_adapter(std::string name, const views_type& views, const adapter_shard& shard) requires distributed {
+    const detail::usage_guard::writing busy(guard_, "add_adapter", "rank_allocator");
     if (dist_.mode != ownership::partitioned)
       throw usage_error("add_adapter('" + name + "', …, adapter_shard): slices of an adapter need "
                         "ownership::partitioned; with ownership::replicated every rank registers every adapter whole");
-    if (last_step_)
-      throw usage_error("add_adapter('" + name + "'): the allocator has already run step " +
-                        std::to_string(*last_step_) + "; register every adapter before the first step");
-    if (name.empty()) throw usage_error("add_adapter: the adapter name is empty");
-    if (find(name)) throw usage_error("add_adapter: an adapter named '" + name + "' is already registered");
+    check_registration(name);
     const detail::part_descriptor part = detail::part_of(name, views, shard);
-    adapter_entry e;
-    e.part = part;
-    e.name = std::move(name);
-    e.views = views;
-    e.offset = total_elements_;
-    e.score_offset = static_cast<std::size_t>(initial_budget_);
-    total_elements_ += views.rank() * (part.in_count + 1 + part.out_count);
-    initial_budget_ += static_cast<std::int64_t>(views.rank());
-    adapters_.push_back(std::move(e));
-    prepared_ = false;
-    return adapters_.size() - 1;
+    views.check_extents(name);
+    return register_adapter(std::move(name), views, part);
   }
 
   /// Points a registered adapter at new tensors of the same shapes (e.g. gradients that exist only after the
   /// first backward pass, or tensors the trainer reallocated). Allowed at any time.
   void rebind(std::string_view name, const views_type& views) {
+    const detail::usage_guard::writing busy(guard_, "rebind", "rank_allocator");
     adapter_entry& e = entry(name);
-    if (e.part.whole_q() && e.part.whole_p())
+    if (e.part.whole_q() && e.part.whole_p()) {
       views.check_shapes(e.name);
-    else
+    } else {
       (void)detail::part_of(e.name, views, {e.part.in, e.part.out, e.part.in_offset, e.part.out_offset, e.part.counts_lambda});
+      views.check_extents(e.name);
+    }
     if (views.lora_A.extents != e.views.lora_A.extents || views.lora_B.extents != e.views.lora_B.extents)
       throw shape_error("rebind('" + e.name + "'): shapes changed from lora_A " + extents_string(e.views.lora_A) +
                         ", lora_B " + extents_string(e.views.lora_B) + " to " + extents_string(views.lora_A) + ", " +
@@ -224,6 +216,7 @@ public:
   /// configs and adapters; every step before the final pattern then agrees on its outcome (one all-gather of 32
   /// bytes per rank) before anything changes, and partitioned mask steps all-gather the ranks' score sums.
   step_report step(std::int64_t t) {
+    const detail::usage_guard::writing busy(guard_, "step", "rank_allocator");
     if constexpr (distributed) {
       if (!dist_.agreed) agree_on_setup(t);
       // the frozen pattern is applied locally: the ranks reached it together, and nothing there can differ
@@ -260,8 +253,11 @@ public:
       if (partitioned() && dist_.agreed) return dist_.union_b0;
     return initial_budget_;
   }
-  /// bT: target_r × number of adapters (partitioned: of every rank, once the first step agreed).
-  std::int64_t target_budget() const noexcept { return config_.target_r * static_cast<std::int64_t>(adapter_total()); }
+  /// bT: target_r × number of adapters (partitioned: of every rank, once the first step agreed); the largest int64
+  /// when that product overflows, which step() refuses.
+  std::int64_t target_budget() const noexcept {
+    return checked_target_budget().value_or(std::numeric_limits<std::int64_t>::max());
+  }
   /// The budget at the last step (b0 before the first step).
   std::int64_t budget() const noexcept { return last_step_ ? budget_ : initial_budget(); }
   /// The threshold of the latest selection that pruned something.
@@ -274,6 +270,7 @@ public:
   /// Per adapter, the rank pattern of the latest selection: keep[i] = (S_i > threshold). All true before one.
   /// Partitioned: any adapter of any rank, once the first step agreed.
   std::vector<bool> rank_pattern(std::string_view name) const {
+    const detail::usage_guard::reading busy(guard_, "rank_pattern", "rank_allocator");
     const auto [offset, r] = score_slot(name);
     std::vector<bool> p(r, true);
     if (!keep_host_.empty())
@@ -294,11 +291,9 @@ public:
   }
   /// The rank of every adapter of global_adapter_names(), in that order.
   std::vector<std::int64_t> global_ranks() const {
+    const detail::usage_guard::reading busy(guard_, "global_ranks", "rank_allocator");
     std::vector<std::int64_t> r;
-    for (const auto& name : global_adapter_names()) {
-      const auto p = rank_pattern(name);
-      r.push_back(static_cast<std::int64_t>(std::count(p.begin(), p.end(), true)));
-    }
+    for (const auto& name : global_adapter_names()) r.push_back(kept_count(score_slot(name)));
     return r;
   }
   /// The communicator (distributed allocators).
@@ -312,16 +307,15 @@ public:
   }
   /// The rank of each adapter under the latest selection, in registration order.
   std::vector<std::int64_t> ranks() const {
+    const detail::usage_guard::reading busy(guard_, "ranks", "rank_allocator");
     std::vector<std::int64_t> r;
     r.reserve(adapters_.size());
-    for (const auto& e : adapters_) {
-      const auto p = rank_pattern(e.name);
-      r.push_back(static_cast<std::int64_t>(std::count(p.begin(), p.end(), true)));
-    }
+    for (const auto& e : adapters_) r.push_back(kept_count(score_slot(e.name)));
     return r;
   }
   /// The triplet scores of the latest selection (empty before one).
   std::vector<float> triplet_scores(std::string_view name) const {
+    const detail::usage_guard::reading busy(guard_, "triplet_scores", "rank_allocator");
     const auto [offset, r] = score_slot(name);
     if (scores_host_.empty()) return {};
     const auto first = scores_host_.begin() + static_cast<std::ptrdiff_t>(offset);
@@ -332,6 +326,7 @@ public:
 
   /// A host copy of the whole state (see io/allocator_checkpoint.hpp to store it).
   allocator_state save_state() const {
+    const detail::usage_guard::reading busy(guard_, "save_state", "rank_allocator");
     allocator_state s;
     s.config = config_;
     s.metric = M::name;
@@ -369,16 +364,14 @@ public:
   }
 
   /// Restores a state saved from an allocator with the same config, metric, schedule and adapters (names and
-  /// shapes, in registration order). Throws usage_error naming the first difference, before changing anything.
+  /// shapes, in registration order). Throws, before changing anything: usage_error naming the first difference
+  /// (every config field is compared) or what makes the state one no allocator could have saved
+  /// (find_allocator_state_problem), non_finite_error for a NaN or infinite importance, score or threshold.
   void restore_state(const allocator_state& s) {
+    const detail::usage_guard::writing busy(guard_, "restore_state", "rank_allocator");
     const std::string where = "restore_state: the checkpoint does not match this allocator: ";
-    const auto& a = s.config;
-    const auto& c = config_;
-    if (a.init_r != c.init_r || a.target_r != c.target_r || a.tinit != c.tinit || a.tfinal != c.tfinal ||
-        a.deltaT != c.deltaT || a.beta1 != c.beta1 || a.beta2 != c.beta2 || a.total_step != c.total_step)
-      throw usage_error(where +
-                        "the configs differ (init_r, target_r, tinit, tfinal, deltaT, beta1, beta2 or "
-                        "total_step)");
+    if (const std::string d = config_difference(s.config, config_); !d.empty())
+      throw usage_error(where + "the configs differ (" + d + ")");
     if (s.metric != M::name) throw usage_error(where + "metric '" + s.metric + "' vs '" + M::name + "'");
     if (s.schedule != S::name) throw usage_error(where + "schedule '" + s.schedule + "' vs '" + S::name + "'");
     check_distributed_checkpoint(s, where);
@@ -394,6 +387,10 @@ public:
                           std::to_string(s.adapters[i].out) + ") in the checkpoint but '" + e.name + "' (r " +
                           std::to_string(mine.r) + ", in " + std::to_string(mine.in) + ", out " +
                           std::to_string(mine.out) + ") here");
+    }
+    if (const auto p = find_allocator_state_problem(s)) {
+      if (p->non_finite) throw non_finite_error("restore_state: " + p->what + "; the checkpoint is corrupt");
+      throw usage_error("restore_state: no allocator saves such a state: " + p->what);
     }
     // partitioned: the pattern and scores run over the union of every rank's adapters
     std::size_t b0 = static_cast<std::size_t>(initial_budget_);
@@ -502,9 +499,70 @@ private:
   };
 
   const adapter_entry* find(std::string_view name) const noexcept {
-    for (const auto& e : adapters_)
-      if (e.name == name) return &e;
-    return nullptr;
+    const auto it = index_.find(name);
+    return it == index_.end() ? nullptr : &adapters_[it->second];
+  }
+
+  // The checks of add_adapter on the name and the allocator's progress.
+  void check_registration(const std::string& name) const {
+    if (last_step_)
+      throw usage_error("add_adapter('" + name + "'): the allocator has already run step " +
+                        std::to_string(*last_step_) + "; register every adapter before the first step");
+    if (name.empty()) throw usage_error("add_adapter: the adapter name is empty");
+    if (index_.find(name) != index_.end())
+      throw usage_error("add_adapter: an adapter named '" + name + "' is already registered");
+  }
+
+  // Registers checked views as this rank's part `part`: the sizes after it are checked for overflow (what the
+  // step's buffers and indices need: the element arena, double-buffered, in floats; b0 in int64; three uint32 tensor
+  // indices per adapter; shape_error naming the quantity), then the entry goes in, indexed by name.
+  std::size_t register_adapter(std::string name, const views_type& views, const detail::part_descriptor& part) {
+    const std::string at = "add_adapter('" + name + "'): ";
+    const std::size_t r = views.rank();
+    const auto in_1 = checked_add(part.in_count, 1);
+    const auto width = in_1 ? checked_add(*in_1, part.out_count) : std::nullopt;
+    const auto elements = width ? checked_mul(r, *width) : std::nullopt;
+    const std::size_t total = size_or_throw<shape_error>(
+        elements ? checked_add(total_elements_, *elements) : std::nullopt,
+        at + "the parameter count of all adapters, sum of r × (in + 1 + out)");
+    const auto arena = checked_product({2, M::state_count, total});
+    if (!arena || *arena > max_elements_of<float>)
+      throw shape_error(at + "the importance state of all adapters, 2 × " + std::to_string(M::state_count) + " × " +
+                        std::to_string(total) + " floats, is larger than one object can be");
+    const std::int64_t b0 = size_or_throw<shape_error>(checked_add_i64(initial_budget_, static_cast<std::int64_t>(r)),
+                                                       at + "the sum of the adapters' ranks (b0)");
+    if (adapters_.size() >= std::numeric_limits<std::uint32_t>::max() / 3)
+      throw shape_error(at + "more than " + std::to_string(std::numeric_limits<std::uint32_t>::max() / 3) +
+                        " adapters; the step's plan indexes their tensors with 32-bit numbers");
+    adapter_entry e;
+    e.part = part;
+    e.name = std::move(name);
+    e.views = views;
+    e.offset = total_elements_;
+    e.score_offset = static_cast<std::size_t>(initial_budget_);
+    const auto where = index_.emplace(e.name, adapters_.size()).first;
+    try {
+      adapters_.push_back(std::move(e));
+    } catch (...) {
+      index_.erase(where);
+      throw;
+    }
+    total_elements_ = total;
+    initial_budget_ = b0;
+    prepared_ = false;
+    return adapters_.size() - 1;
+  }
+
+  // How many of the singular values at `slot` (offset, count) the latest selection keeps (all before one).
+  std::int64_t kept_count(std::pair<std::size_t, std::size_t> slot) const {
+    if (keep_host_.empty()) return static_cast<std::int64_t>(slot.second);
+    const auto first = keep_host_.begin() + static_cast<std::ptrdiff_t>(slot.first);
+    return static_cast<std::int64_t>(
+        std::count_if(first, first + static_cast<std::ptrdiff_t>(slot.second), [](std::uint8_t k) { return k != 0; }));
+  }
+
+  std::optional<std::int64_t> checked_target_budget() const noexcept {
+    return checked_mul_i64(config_.target_r, static_cast<std::int64_t>(adapter_total()));
   }
   const adapter_entry& entry(std::string_view name) const {
     if (const adapter_entry* e = find(name)) return *e;
@@ -630,13 +688,13 @@ private:
     if (p.rep.phase == allocation_phase::warmup || p.rep.phase == allocation_phase::budgeting) {
       p.update = true;
       p.mask = p.rep.phase == allocation_phase::budgeting && t % config_.deltaT == 0;
-      update_importance(t, p);  // throws (changing nothing) if an input is not finite
+      update_importance(t, p);  // throws (changing nothing) if an input, the new importance or its score is not finite
     } else if (p.rep.phase == allocation_phase::final_force) {
       score_held_importance();
       p.mask = true;
     }
     if (p.mask && !partitioned()) {
-      score_triplets();
+      score_triplets(t);
       if (check_replicas()) {
         const auto b0 = static_cast<std::size_t>(initial_budget_);
         std::vector<float> scores(b0);
@@ -651,7 +709,21 @@ private:
   // is committed and the selection and masks are applied.
   step_report finish_step(pending_step& p) {
     if constexpr (distributed)
-      if (p.mask && partitioned()) dist_.exchange->exchange(backend_, dist_.comm, partial_.data(), lambda_scores_.data());
+      if (p.mask && partitioned()) {
+        dist_.exchange->exchange(backend_, dist_.comm, partial_.data(), lambda_scores_.data());
+        // every rank holds the same union scores now: a non-finite one is refused on every rank alike
+        check_triplets_finite("step(" + std::to_string(p.rep.step) + "): ", dist_.exchange->scores(),
+                              dist_.layout->b0(), [&](std::size_t i) {
+                                const auto& a = dist_.layout->adapters;
+                                const auto owner = std::upper_bound(a.begin(), a.end(), i,
+                                                                    [](std::size_t k, const auto& x) {
+                                                                      return k < x.score_offset;
+                                                                    }) -
+                                                   1;
+                                return "adapter '" + owner->name + "' (singular value " +
+                                       std::to_string(i - owner->score_offset) + ")";
+                              });
+      }
     if (p.update) commit_importance(p);
     step_report rep = p.rep;
     rep.importance_updated = p.update;
@@ -695,6 +767,10 @@ private:
       throw usage_error(at + "the allocator already ran step " + std::to_string(*last_step_) +
                         "; steps must increase: call step(t) once per optimizer step, after optimizer.step() and "
                         "before zeroing the gradients");
+    if (!checked_target_budget())
+      throw config_error(at + "target_r × adapters = " + std::to_string(config_.target_r) + " × " +
+                         std::to_string(adapter_total()) + " overflows int64; it exceeds the sum of the adapters' "
+                         "ranks = " + std::to_string(initial_budget()));
     if (target_budget() > initial_budget())
       throw config_error(at + "target_r × adapters = " + std::to_string(target_budget()) +
                          " exceeds the sum of the adapters' ranks = " + std::to_string(initial_budget()));
@@ -733,7 +809,8 @@ private:
     }
   }
 
-  // After the update pass counted non-finite inputs: names the first tensor that has them.
+  // After the update pass counted elements with a non-finite input, new state or score: names the first tensor with
+  // a non-finite input, else the first whose importance overflowed.
   [[noreturn]] void throw_non_finite(const std::string& at, std::size_t bad_tiles) const {
     for (const auto& e : adapters_) {
       const auto& v = e.views;
@@ -746,9 +823,39 @@ private:
         check_finite(at, e.name, v.grad_B, "the gradient of lora_B");
       }
     }
-    throw non_finite_error(at + std::to_string(bad_tiles) +
-                           " tiles of the adapters' parameters or gradients held NaN or infinite values while the "
-                           "update ran, but none do now: another thread or stream is writing them during step()");
+    std::vector<std::uint32_t> bad(plan_.tiles.size());
+    backend_.copy_to_host(bad_.data(), bad.size(), bad.data());
+    const auto first = static_cast<std::size_t>(std::find_if(bad.begin(), bad.end(), [](auto n) { return n != 0; }) -
+                                                 bad.begin());
+    const std::string culprit =
+        first < bad.size() ? "adapter '" + adapters_[plan_.tiles[first].tensor / 3].name + "' (" +
+                                 (plan_.tiles[first].tensor % 3 == 0   ? "lora_A"
+                                  : plan_.tiles[first].tensor % 3 == 1 ? "lora_E"
+                                                                       : "lora_B") +
+                                 ")"
+                           : "an adapter";
+    throw non_finite_error(at + "the importance of " + culprit + " (" + std::to_string(bad_tiles) +
+                           " tiles in all) or its score became NaN or infinite from finite parameters and gradients: "
+                           "|θ·g|, its running averages or their product exceed float's range (about 3.4e38), so the "
+                           "parameters or gradients are far too large; nothing changed (or, if they are not that "
+                           "large, another thread or stream wrote them during step())");
+  }
+
+  // Refuses triplet scores that are not finite, before anything is committed: finite element scores can still sum
+  // to infinity (sensitivity × uncertainty grows as |θ·g|²). `names` gives the adapter and index of score i.
+  template <class Name>
+  void check_triplets_finite(const std::string& at, const float* scores, std::size_t n, Name&& name_of) const {
+    using score_view = vector_view<const float, memory_space>;
+    const score_view v = make_vector_view<memory_space>(scores, n);
+    const std::size_t bad = backend_.count_if(n, detail::non_finite_fn<score_view>{detail::flat_accessor<score_view>(v)});
+    if (bad == 0) return;
+    std::vector<float> host(n);
+    backend_.copy_to_host(scores, n, host.data());
+    const auto i = static_cast<std::size_t>(
+        std::find_if(host.begin(), host.end(), [](float x) { return !std::isfinite(x); }) - host.begin());
+    throw non_finite_error(at + std::to_string(bad) + " triplet scores are NaN or infinite, the first of " +
+                           name_of(i) + ": the importance is finite but its scores overflow float (the parameters or "
+                           "gradients are far too large); nothing changed");
   }
 
   template <class View>
@@ -890,11 +997,17 @@ private:
       backend_.for_each(plan_.tiles.size(), f);
   }
 
-  // The triplet scores of this rank's singular values from the tiles' score sums.
-  void score_triplets() {
-    backend_.for_each(static_cast<std::size_t>(initial_budget_),
-                      detail::triplet_from_partials_fn{score_table_.data(), partial_.data(), lambda_scores_.data(),
-                                                       scores_.data()});
+  // The triplet scores of this rank's singular values from the tiles' score sums, refused when one is not finite.
+  void score_triplets(std::int64_t t) {
+    const auto b0 = static_cast<std::size_t>(initial_budget_);
+    backend_.for_each(b0, detail::triplet_from_partials_fn{score_table_.data(), partial_.data(), lambda_scores_.data(),
+                                                           scores_.data()});
+    check_triplets_finite("step(" + std::to_string(t) + "): ", scores_.data(), b0, [&](std::size_t i) {
+      const auto owner = std::upper_bound(adapters_.begin(), adapters_.end(), i,
+                                          [](std::size_t k, const adapter_entry& e) { return k < e.score_offset; }) -
+                         1;
+      return "adapter '" + owner->name + "' (singular value " + std::to_string(i - owner->score_offset) + ")";
+    });
   }
 
   // From the triplet scores (this rank's, or partitioned the union's): the budget's threshold, Λ masked in place,
@@ -935,6 +1048,7 @@ private:
     state_live_ = false;
   }
 
+  detail::usage_guard guard_;  // one thread at a time: overlapping calls are a usage_error (see the class comment)
   adalora_config config_;
   B backend_;
   M metric_;
@@ -942,6 +1056,7 @@ private:
   [[no_unique_address]] detail::collective_state<B, C> dist_;
 
   std::vector<adapter_entry> adapters_;
+  std::map<std::string, std::size_t, std::less<>> index_;  // adapter name -> its index in adapters_
   std::size_t total_elements_ = 0;
   std::int64_t initial_budget_ = 0;
 

@@ -2,12 +2,31 @@
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <limits>
 #include <string>
 
 #include "adalora/core/error.hpp"
 
 namespace adalora {
+
+/// PEFT's AdaLoRA scaling s = α / (init_r + 1e-5) in float32, with α ≤ 0 meaning α = init_r (SPEC §1). Infinite when
+/// α is beyond float32's range (adalora_config::validate refuses that).
+inline float adapter_scaling(double lora_alpha, std::size_t init_r) noexcept {
+  if (lora_alpha > static_cast<double>(std::numeric_limits<float>::max()))
+    return std::numeric_limits<float>::infinity();  // (the cast of such a double to float is not defined)
+  const float alpha = lora_alpha > 0.0 ? static_cast<float>(lora_alpha) : static_cast<float>(init_r);
+  return alpha / (static_cast<float>(init_r) + 1e-5f);
+}
+
+/// A double in a few characters ("1e+300"), for messages.
+inline std::string short_number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
 
 /// AdaLoRA hyper-parameters. Field names and defaults are PEFT's `AdaLoraConfig`, so a PEFT config maps one to one.
 /// Steps count optimizer steps t = 0, 1, ...; `total_step` has no default and must be set.
@@ -49,6 +68,9 @@ struct adalora_config {
     if (!std::isfinite(orth_reg_weight) || orth_reg_weight < 0.0)
       fail("orth_reg_weight = " + std::to_string(orth_reg_weight) + "; need a finite value >= 0");
     if (!std::isfinite(lora_alpha)) fail("lora_alpha is not finite");
+    if (!std::isfinite(adapter_scaling(lora_alpha, static_cast<std::size_t>(init_r))))
+      fail("lora_alpha = " + short_number(lora_alpha) + " with init_r = " + std::to_string(init_r) +
+           " gives an infinite scaling lora_alpha / (init_r + 1e-5) in float32; use a lora_alpha within float's range");
     if (!(lora_dropout >= 0.0 && lora_dropout < 1.0))
       fail("lora_dropout = " + std::to_string(lora_dropout) + "; need 0 <= lora_dropout < 1");
   }

@@ -3,9 +3,11 @@
 
 #include <array>
 #include <cstddef>
+#include <limits>
 #include <string>
 #include <type_traits>
 
+#include "adalora/core/checked_size.hpp"
 #include "adalora/core/host_device.hpp"
 #include "adalora/core/memory_space.hpp"
 
@@ -93,6 +95,17 @@ constexpr matrix_view<T, Space> make_matrix_view(T* data, std::size_t rows, std:
   return {data, {rows, cols}, {row_stride, col_stride}};
 }
 
+/// "3, 4"-style text of a view's strides, for error messages.
+template <class View>
+std::string strides_string(const View& v) {
+  std::string s;
+  for (std::size_t d = 0; d < View::rank; ++d) {
+    if (d) s += ", ";
+    s += std::to_string(v.strides[d]);
+  }
+  return s;
+}
+
 /// "(3, 4)"-style text of a view's extents, for error messages.
 template <class View>
 std::string extents_string(const View& v) {
@@ -102,6 +115,41 @@ std::string extents_string(const View& v) {
     s += std::to_string(v.extents[d]);
   }
   return s + ")";
+}
+
+/// Empty when a view describes memory that can exist: every extent and the element count are at most
+/// max_elements_of<T>, and the offset of every element (Σ (extent − 1) · |stride|) fits in ptrdiff_t; otherwise what
+/// overflows. In an empty view (a zero extent) no element is addressed, so only the extents themselves are checked.
+template <class T, std::size_t Rank, MemorySpace Space>
+std::string extents_problem(const strided_view<T, Rank, Space>& v) {
+  constexpr std::size_t most = max_elements_of<std::remove_cv_t<T>>;
+  std::size_t n = 1;
+  bool empty = false, overflow = false;
+  for (std::size_t d = 0; d < Rank; ++d) {
+    if (v.extents[d] > most)  // even in an empty view: a size computed from a negative number, say
+      return "extent " + std::to_string(v.extents[d]) + " (dimension " + std::to_string(d) + " of " +
+             extents_string(v) + ") is more elements than one object can hold (at most " + std::to_string(most) + ")";
+    if (v.extents[d] == 0) empty = true;
+    const auto m = checked_mul(n, v.extents[d]);
+    overflow = overflow || !m;
+    n = m ? *m : n;
+  }
+  if (empty) return {};
+  if (overflow || n > most)
+    return "extents " + extents_string(v) + " hold more elements than one object can (at most " +
+           std::to_string(most) + ")";
+  std::size_t reach = 0;  // the largest |offset| of an element
+  for (std::size_t d = 0; d < Rank; ++d) {
+    const std::ptrdiff_t s = v.strides[d];
+    const std::size_t magnitude = s < 0 ? static_cast<std::size_t>(-(s + 1)) + 1 : static_cast<std::size_t>(s);
+    const auto step = checked_mul(v.extents[d] - 1, magnitude);
+    const auto sum = step ? checked_add(reach, *step) : std::nullopt;
+    if (!sum || *sum > static_cast<std::size_t>(std::numeric_limits<std::ptrdiff_t>::max()))
+      return "extents " + extents_string(v) + " with strides (" + strides_string(v) +
+             ") reach offsets beyond the range of ptrdiff_t";
+    reach = *sum;
+  }
+  return {};
 }
 
 }  // namespace adalora

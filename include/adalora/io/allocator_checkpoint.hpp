@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
@@ -12,6 +13,7 @@
 
 #include "adalora/allocation/allocator_state.hpp"
 #include "adalora/core/error.hpp"
+#include "adalora/io/bounded_json.hpp"
 #include "adalora/io/safetensors.hpp"
 
 namespace adalora::io {
@@ -70,7 +72,10 @@ inline std::vector<std::byte> allocator_checkpoint_bytes(const allocator_state& 
   return w.to_bytes();
 }
 
-/// Reads a checkpoint back; malformed or foreign files throw format_error.
+/// Reads a checkpoint back; malformed or foreign files throw format_error: a missing or mistyped field, a config
+/// that does not validate, arrays that disagree with the adapters' sizes, a NaN or infinite importance, score or
+/// threshold, or any other state no allocator saves (find_allocator_state_problem). Every size is checked against
+/// the file before anything is allocated.
 inline allocator_state read_allocator_checkpoint(const safetensors_file& f) {
   using nlohmann::json;
   const auto where = "allocator checkpoint " + f.source() + ": ";
@@ -78,80 +83,102 @@ inline allocator_state read_allocator_checkpoint(const safetensors_file& f) {
   auto meta = [&](const char* key) {
     const auto it = md.find(key);
     if (it == md.end()) throw format_error(where + "no __metadata__." + key);
-    try {
-      return json::parse(it->second);
-    } catch (const json::exception& e) {
-      throw format_error(where + "__metadata__." + key + " is not valid JSON: " + e.what());
-    }
+    return parse_json(it->second, where + "__metadata__." + key);
   };
   const auto fmt = md.find("format");
   if (fmt == md.end() || fmt->second != allocator_checkpoint_format)
     throw format_error(where + "not an allocator checkpoint (format " +
-                       (fmt == md.end() ? std::string("missing") : "'" + fmt->second + "'") + ")");
+                       (fmt == md.end() ? std::string("missing") : "'" + detail::clip_text(fmt->second) + "'") + ")");
   allocator_state s;
-  try {
-    const json c = meta("config"), a = meta("adapters"), p = meta("progress");
-    auto& k = s.config;
-    k.init_r = c.at("init_r").get<std::int64_t>();
-    k.target_r = c.at("target_r").get<std::int64_t>();
-    k.tinit = c.at("tinit").get<std::int64_t>();
-    k.tfinal = c.at("tfinal").get<std::int64_t>();
-    k.deltaT = c.at("deltaT").get<std::int64_t>();
-    k.beta1 = c.at("beta1").get<double>();
-    k.beta2 = c.at("beta2").get<double>();
-    k.orth_reg_weight = c.at("orth_reg_weight").get<double>();
-    k.total_step = c.at("total_step").get<std::int64_t>();
-    k.lora_alpha = c.at("lora_alpha").get<double>();
-    k.lora_dropout = c.at("lora_dropout").get<double>();
-    for (const auto& e : a.get<std::vector<json>>())
-      s.adapters.push_back({e.at("name").get<std::string>(), e.at("r").get<std::size_t>(), e.at("in").get<std::size_t>(),
-                            e.at("out").get<std::size_t>()});
-    s.metric = p.at("metric").get<std::string>();
-    s.schedule = p.at("schedule").get<std::string>();
-    if (!p.at("last_step").is_null()) s.last_step = p.at("last_step").get<std::int64_t>();
-    s.budget = p.at("budget").get<std::int64_t>();
-    if (!p.at("threshold").is_null()) s.threshold = static_cast<float>(p.at("threshold").get<double>());
-    s.frozen = p.at("frozen").get<bool>();
-    s.importance_live = p.at("importance_live").get<bool>();
-    if (md.find("distributed") != md.end()) {
-      // a rank of a distributed allocator: who saved it, its parts, and the adapters of `keep` and `scores`
-      const json d = meta("distributed");
-      allocator_state::distributed_info info;
-      info.rank = d.at("rank").get<int>();
-      info.ranks = d.at("ranks").get<int>();
-      info.ownership = d.at("ownership").get<std::string>();
-      info.sums = d.at("sums").get<std::string>();
-      for (const auto& e : d.at("parts").get<std::vector<json>>())
-        info.parts.push_back({e.at("in").get<std::size_t>(), e.at("out").get<std::size_t>(),
-                              e.at("in_offset").get<std::size_t>(), e.at("out_offset").get<std::size_t>(),
-                              e.at("counts_lambda").get<bool>()});
-      for (const auto& e : d.at("global_adapters").get<std::vector<json>>())
-        info.global_adapters.push_back({e.at("name").get<std::string>(), e.at("r").get<std::size_t>(),
-                                        e.at("in").get<std::size_t>(), e.at("out").get<std::size_t>()});
-      if (info.ranks < 1 || info.rank < 0 || info.rank >= info.ranks)
-        throw format_error(where + "__metadata__.distributed: rank " + std::to_string(info.rank) + " of " +
-                           std::to_string(info.ranks) + " ranks");
-      if (info.ownership != "replicated" && info.ownership != "partitioned")
-        throw format_error(where + "__metadata__.distributed: unknown ownership '" + info.ownership + "'");
-      if (info.sums != "exact" && info.sums != "per_triplet")
-        throw format_error(where + "__metadata__.distributed: unknown sums '" + info.sums + "'");
-      if (info.parts.size() != s.adapters.size())
-        throw format_error(where + "__metadata__.distributed: " + std::to_string(info.parts.size()) +
-                           " parts for " + std::to_string(s.adapters.size()) + " adapters");
-      s.distributed = std::move(info);
-    }
-  } catch (const json::exception& e) {
-    throw format_error(where + "a field is missing or has the wrong type: " + e.what());
+  const json c = meta("config"), a = meta("adapters"), p = meta("progress");
+  auto field = [&](const json& obj, const char* key, const char* in) -> const json& {
+    return json_require(obj, key, where + "__metadata__." + in);
+  };
+  auto named = [&](const char* in, const char* key) { return where + in + "." + key; };
+  auto& k = s.config;
+  k.init_r = json_int(field(c, "init_r", "config"), named("config", "init_r"));
+  k.target_r = json_int(field(c, "target_r", "config"), named("config", "target_r"));
+  k.tinit = json_int(field(c, "tinit", "config"), named("config", "tinit"));
+  k.tfinal = json_int(field(c, "tfinal", "config"), named("config", "tfinal"));
+  k.deltaT = json_int(field(c, "deltaT", "config"), named("config", "deltaT"));
+  k.beta1 = json_number(field(c, "beta1", "config"), named("config", "beta1"));
+  k.beta2 = json_number(field(c, "beta2", "config"), named("config", "beta2"));
+  k.orth_reg_weight = json_number(field(c, "orth_reg_weight", "config"), named("config", "orth_reg_weight"));
+  k.total_step = json_int(field(c, "total_step", "config"), named("config", "total_step"));
+  k.lora_alpha = json_number(field(c, "lora_alpha", "config"), named("config", "lora_alpha"));
+  k.lora_dropout = json_number(field(c, "lora_dropout", "config"), named("config", "lora_dropout"));
+  if (!a.is_array()) throw format_error(where + "__metadata__.adapters is " + describe_json(a) + ", not an array");
+  s.adapters.reserve(a.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const json& e = a[i];
+    const std::string at = "adapters[" + std::to_string(i) + "]";
+    s.adapters.push_back({json_string(field(e, "name", at.c_str()), named(at.c_str(), "name")),
+                          json_size(field(e, "r", at.c_str()), named(at.c_str(), "r")),
+                          json_size(field(e, "in", at.c_str()), named(at.c_str(), "in")),
+                          json_size(field(e, "out", at.c_str()), named(at.c_str(), "out"))});
   }
-  s.config.validate();
+  s.metric = json_string(field(p, "metric", "progress"), named("progress", "metric"));
+  s.schedule = json_string(field(p, "schedule", "progress"), named("progress", "schedule"));
+  if (const json& t = field(p, "last_step", "progress"); !t.is_null())
+    s.last_step = json_int(t, named("progress", "last_step"));
+  s.budget = json_int(field(p, "budget", "progress"), named("progress", "budget"));
+  if (const json& t = field(p, "threshold", "progress"); !t.is_null())
+    s.threshold = static_cast<float>(json_number(t, named("progress", "threshold")));
+  s.frozen = json_bool(field(p, "frozen", "progress"), named("progress", "frozen"));
+  s.importance_live = json_bool(field(p, "importance_live", "progress"), named("progress", "importance_live"));
+  if (md.find("distributed") != md.end()) {
+    // a rank of a distributed allocator: who saved it, its parts, and the adapters of `keep` and `scores`
+    const json d = meta("distributed");
+    allocator_state::distributed_info info;
+    const auto int_max = static_cast<std::int64_t>(std::numeric_limits<int>::max());
+    const auto rank = json_int(field(d, "rank", "distributed"), named("distributed", "rank"));
+    const auto ranks = json_int(field(d, "ranks", "distributed"), named("distributed", "ranks"));
+    if (ranks < 1 || ranks > int_max || rank < 0 || rank >= ranks)
+      throw format_error(where + "__metadata__.distributed: rank " + std::to_string(rank) + " of " +
+                         std::to_string(ranks) + " ranks");
+    info.rank = static_cast<int>(rank);
+    info.ranks = static_cast<int>(ranks);
+    info.ownership = json_string(field(d, "ownership", "distributed"), named("distributed", "ownership"));
+    info.sums = json_string(field(d, "sums", "distributed"), named("distributed", "sums"));
+    const json& parts = field(d, "parts", "distributed");
+    const json& global = field(d, "global_adapters", "distributed");
+    if (!parts.is_array() || !global.is_array())
+      throw format_error(where + "__metadata__.distributed: parts and global_adapters must be arrays");
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+      const std::string at = "distributed.parts[" + std::to_string(i) + "]";
+      auto size = [&](const char* key) { return json_size(field(parts[i], key, at.c_str()), named(at.c_str(), key)); };
+      info.parts.push_back({size("in"), size("out"), size("in_offset"), size("out_offset"),
+                            json_bool(field(parts[i], "counts_lambda", at.c_str()), named(at.c_str(), "counts_lambda"))});
+    }
+    for (std::size_t i = 0; i < global.size(); ++i) {
+      const std::string at = "distributed.global_adapters[" + std::to_string(i) + "]";
+      auto size = [&](const char* key) { return json_size(field(global[i], key, at.c_str()), named(at.c_str(), key)); };
+      info.global_adapters.push_back(
+          {json_string(field(global[i], "name", at.c_str()), named(at.c_str(), "name")), size("r"), size("in"),
+           size("out")});
+    }
+    if (info.ownership != "replicated" && info.ownership != "partitioned")
+      throw format_error(where + "__metadata__.distributed: unknown ownership '" + detail::clip_text(info.ownership) +
+                         "'");
+    if (info.sums != "exact" && info.sums != "per_triplet")
+      throw format_error(where + "__metadata__.distributed: unknown sums '" + detail::clip_text(info.sums) + "'");
+    if (info.parts.size() != s.adapters.size())
+      throw format_error(where + "__metadata__.distributed: " + std::to_string(info.parts.size()) + " parts for " +
+                         std::to_string(s.adapters.size()) + " adapters");
+    s.distributed = std::move(info);
+  }
+  // the arrays' sizes come from the file's tensors, which the safetensors reader checked against the file
   if (s.importance_live) s.importance = f.read_f32("importance");
   if (f.contains("keep")) {
-    for (float v : f.read_f32("keep")) {
+    const auto keep = f.read_f32("keep");
+    s.keep.reserve(keep.size());
+    for (float v : keep) {
       if (v != 0.0f && v != 1.0f) throw format_error(where + "'keep' holds a value other than 0 or 1");
       s.keep.push_back(v != 0.0f ? 1 : 0);
     }
   }
   if (f.contains("scores")) s.scores = f.read_f32("scores");
+  if (const auto problem = find_allocator_state_problem(s)) throw format_error(where + problem->what);
   return s;
 }
 

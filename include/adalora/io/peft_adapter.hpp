@@ -21,8 +21,10 @@
 
 #include "adalora/adapters/svd_adapter.hpp"
 #include "adalora/backends/backend.hpp"
+#include "adalora/core/checked_size.hpp"
 #include "adalora/core/config.hpp"
 #include "adalora/core/error.hpp"
+#include "adalora/io/bounded_json.hpp"
 #include "adalora/io/safetensors.hpp"
 
 namespace adalora::io {
@@ -36,8 +38,7 @@ inline constexpr std::string_view peft_key_prefix = "base_model.model.";
 /// PEFT's AdaLoRA scaling s = α / (init_r + 1e-5) in float32, with α ≤ 0 meaning α = init_r (SPEC §1); the same
 /// expression svd_adapter uses, so the two compare exactly.
 inline float peft_adalora_scaling(double lora_alpha, std::size_t init_r) noexcept {
-  const float alpha = lora_alpha > 0.0 ? static_cast<float>(lora_alpha) : static_cast<float>(init_r);
-  return alpha / (static_cast<float>(init_r) + 1e-5f);
+  return adapter_scaling(lora_alpha, init_r);
 }
 
 /// One adapted module in host memory, in PEFT's layout (row-major): the lower-level form of an svd_adapter, and what
@@ -158,10 +159,14 @@ inline std::vector<peft_prepared_module> peft_prepare(std::span<const peft_svd_m
     if (in == 0 || outf == 0)
       throw shape_error(what + ": in_features and out_features must be > 0, got " + std::to_string(in) + " and " +
                         std::to_string(outf));
-    if (m.A.size() != r * in || m.B.size() != outf * r)
+    const auto a_size = checked_mul(r, in), b_size = checked_mul(outf, r);
+    if (!a_size || !b_size)
+      throw shape_error(what + ": in " + std::to_string(in) + ", out " + std::to_string(outf) + " and rank " +
+                        std::to_string(r) + " give tensor sizes that overflow");
+    if (m.A.size() != *a_size || m.B.size() != *b_size)
       throw shape_error(what + ": with rank " + std::to_string(r) + " (E has " + std::to_string(r) + " values), in " +
-                        std::to_string(in) + " and out " + std::to_string(outf) + ", A needs " + std::to_string(r * in) +
-                        " values and B " + std::to_string(outf * r) + "; got " + std::to_string(m.A.size()) + " and " +
+                        std::to_string(in) + " and out " + std::to_string(outf) + ", A needs " + std::to_string(*a_size) +
+                        " values and B " + std::to_string(*b_size) + "; got " + std::to_string(m.A.size()) + " and " +
                         std::to_string(m.B.size()));
     if (r > init_r)
       throw shape_error(what + " has rank " + std::to_string(r) + ", more than init_r = " + std::to_string(init_r));
@@ -244,11 +249,32 @@ inline std::vector<const peft_prepared_module*> peft_longest_first(std::span<con
 
 /// Writes the config with its keys sorted (as PEFT's json.dumps(sort_keys=True)); `ordered` entries keep the order of
 /// their own members.
+/// Appends a member to an ordered_json object whose keys the caller knows to be new, in O(1): ordered_json's own
+/// insertion searches the keys one by one, which made writing the patterns of n modules O(n²).
+inline void peft_append(nlohmann::ordered_json& object, std::string key, nlohmann::ordered_json value) {
+  object.get_ref<nlohmann::ordered_json::object_t&>().emplace_back(std::move(key), std::move(value));
+}
+
+/// The same value as an ordered_json, in linear time (a json object's keys are sorted and unique already).
+inline nlohmann::ordered_json peft_ordered(const peft_json& v) {
+  if (v.is_object()) {
+    nlohmann::ordered_json o = nlohmann::ordered_json::object();
+    for (auto it = v.begin(); it != v.end(); ++it) peft_append(o, it.key(), peft_ordered(it.value()));
+    return o;
+  }
+  if (v.is_array()) {
+    nlohmann::ordered_json a = nlohmann::ordered_json::array();
+    for (const auto& e : v) a.push_back(peft_ordered(e));
+    return a;
+  }
+  return nlohmann::ordered_json::parse(v.dump());  // a scalar
+}
+
 inline void peft_write_config(const std::filesystem::path& dir, const peft_json& j, const std::string& who,
                               std::map<std::string, nlohmann::ordered_json> ordered = {}) {
-  for (auto it = j.begin(); it != j.end(); ++it) ordered.try_emplace(it.key(), nlohmann::ordered_json::parse(it->dump()));
+  for (auto it = j.begin(); it != j.end(); ++it) ordered.try_emplace(it.key(), peft_ordered(it.value()));
   nlohmann::ordered_json all = nlohmann::ordered_json::object();
-  for (auto& [k, v] : ordered) all[k] = std::move(v);  // std::map: sorted keys
+  for (auto& [k, v] : ordered) peft_append(all, k, std::move(v));  // std::map: sorted keys
   const std::filesystem::path path = dir / peft_config_file;
   std::ofstream out(path, std::ios::trunc);
   out << all.dump(2) << '\n';
@@ -273,36 +299,27 @@ public:
     peft_fail(dir_, std::string(peft_config_file) + ": " + what);
   }
 
-  const peft_json* find(const char* key) const {
-    const auto it = j_.find(key);
-    return it == j_.end() ? nullptr : &*it;
+  const peft_json* find(const char* key) const { return json_find(j_, key); }
+
+  /// How a field is named in messages: "PEFT adapter 'dir': adapter_config.json: \"key\"".
+  std::string what(const char* key) const {
+    return "PEFT adapter '" + dir_.string() + "': " + std::string(peft_config_file) + ": \"" + key + "\"";
   }
 
   std::int64_t integer(const char* key, std::int64_t fallback, bool null_ok = false) const {
     const peft_json* v = find(key);
     if (v == nullptr || (null_ok && v->is_null())) return fallback;
-    if (v->is_number_unsigned()) {
-      const auto u = v->get<std::uint64_t>();
-      if (u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
-        fail(std::string("\"") + key + "\" = " + std::to_string(u) + " is too large");
-      return static_cast<std::int64_t>(u);
-    }
-    if (v->is_number_integer()) return v->get<std::int64_t>();
-    fail(std::string("\"") + key + "\" is " + describe(*v) + "; expected an integer" + (null_ok ? " or null" : ""));
+    return json_int(*v, what(key));
   }
 
   double number(const char* key, double fallback) const {
     const peft_json* v = find(key);
-    if (v == nullptr) return fallback;
-    if (v->is_number()) return v->get<double>();
-    fail(std::string("\"") + key + "\" is " + describe(*v) + "; expected a number");
+    return v == nullptr ? fallback : json_number(*v, what(key));
   }
 
   bool boolean(const char* key, bool fallback) const {
     const peft_json* v = find(key);
-    if (v == nullptr) return fallback;
-    if (v->is_boolean()) return v->get<bool>();
-    fail(std::string("\"") + key + "\" is " + describe(*v) + "; expected true or false");
+    return v == nullptr ? fallback : json_bool(*v, what(key));
   }
 
   std::optional<std::string> string(const char* key) const {
@@ -312,11 +329,7 @@ public:
     fail(std::string("\"") + key + "\" is " + describe(*v) + "; expected a string or null");
   }
 
-  static std::string describe(const peft_json& v) {
-    std::string text = v.dump();
-    if (text.size() > 40) text = text.substr(0, 40) + "...";
-    return std::string(v.type_name()) + " " + text;
-  }
+  static std::string describe(const peft_json& v) { return describe_json(v); }
 
 private:
   const peft_json& j_;
@@ -352,11 +365,24 @@ inline std::optional<std::string> peft_pattern_module(const std::string& key) {
   return std::nullopt;
 }
 
-/// True when PEFT would wrap the module `name` for this target (a full match, or a match of its last components).
-inline bool peft_target_matches(const std::string& name, const std::string& target) {
-  return name == target || (name.size() > target.size() && name.ends_with(target) &&
-                            name[name.size() - target.size() - 1] == '.');
+/// True when PEFT would wrap the module `name` for one of these targets: a full match, or a match of its last
+/// components. O(components of name × log targets), so that matching n modules against n targets is not quadratic.
+inline bool peft_target_matches(std::string_view name, const std::set<std::string, std::less<>>& targets) {
+  for (std::size_t from = 0;;) {
+    if (targets.find(name.substr(from)) != targets.end()) return true;
+    const auto dot = name.find('.', from);
+    if (dot == std::string_view::npos) return false;
+    from = dot + 1;
+  }
 }
+
+/// The adapter_config.json fields read_peft_adalora reads; the others are not kept.
+inline constexpr std::string_view peft_adalora_field_names[] = {
+    "peft_type",   "init_r",     "target_r",        "tinit",          "tfinal",  "deltaT",    "beta1",
+    "beta2",       "orth_reg_weight", "total_step", "lora_alpha",     "lora_dropout", "base_model_name_or_path",
+    "revision",    "task_type",  "fan_in_fan_out",  "inference_mode", "bias",    "use_dora",  "target_modules",
+    "rank_pattern"};
+inline constexpr std::span<const std::string_view> peft_adalora_fields{peft_adalora_field_names};
 
 }  // namespace detail
 
@@ -537,9 +563,9 @@ inline void write_peft_lora(const std::filesystem::path& dir, std::span<const pe
   // PEFT's LoRA takes the first pattern key matching a module path as a suffix: written longest first.
   nlohmann::ordered_json ranks = nlohmann::ordered_json::object(), alphas = nlohmann::ordered_json::object();
   if (!options.uniform_rank)
-    for (const auto* m : detail::peft_longest_first(kept)) {
-      ranks[m->source->name] = m->rank;
-      alphas[m->source->name] = m->rank;
+    for (const auto* m : detail::peft_longest_first(kept)) {  // module names are unique (peft_prepare)
+      detail::peft_append(ranks, m->source->name, m->rank);
+      detail::peft_append(alphas, m->source->name, m->rank);
     }
 
   detail::peft_make_dir(dir, who);
@@ -563,22 +589,20 @@ inline void write_peft_lora(const std::filesystem::path& dir, std::span<const pe
 /// keeping a different number of components than the tensors have, a module of rank below init_r without a
 /// rank_pattern entry, and a module that target_modules (a list) does not cover.
 inline peft_adalora_checkpoint read_peft_adalora(const std::filesystem::path& dir) {
+  using detail::clip_text;
   using detail::peft_fail;
   using detail::peft_json;
   const std::string text = detail::peft_read_text(dir, peft_config_file);
-  peft_json j;
-  try {
-    j = peft_json::parse(text);
-  } catch (const peft_json::exception& e) {  // parse errors, and numbers out of range such as 1e999 (found by fuzzing)
-    peft_fail(dir, std::string(peft_config_file) + " is not valid JSON: " + e.what());
-  }
+  // only the fields read below are kept: a config's other fields, however large, cost no memory
+  const peft_json j = parse_json(text, "PEFT adapter '" + dir.string() + "': " + std::string(peft_config_file),
+                                 detail::peft_adalora_fields);
   detail::peft_config_reader cfg(j, dir);
   if (!j.is_object()) cfg.fail("it is " + detail::peft_config_reader::describe(j) + ", not a JSON object");
 
   const auto peft_type = cfg.string("peft_type");
   if (!peft_type) cfg.fail("it has no \"peft_type\"; expected \"ADALORA\"");
   if (*peft_type != "ADALORA")
-    cfg.fail("peft_type is \"" + *peft_type + "\"; read_peft_adalora reads AdaLoRA adapters (\"ADALORA\") only" +
+    cfg.fail("peft_type is \"" + clip_text(*peft_type) + "\"; read_peft_adalora reads AdaLoRA adapters (\"ADALORA\") only" +
              (*peft_type == "LORA" ? " (a plain LoRA adapter has no lora_E)" : ""));
 
   peft_adalora_checkpoint out;
@@ -602,8 +626,11 @@ inline peft_adalora_checkpoint read_peft_adalora(const std::filesystem::path& di
   if (c.init_r < 1) cfg.fail("init_r = " + std::to_string(c.init_r) + "; need init_r >= 1");
   if (!(c.lora_dropout >= 0.0 && c.lora_dropout < 1.0))
     cfg.fail("lora_dropout = " + std::to_string(c.lora_dropout) + "; need 0 <= lora_dropout < 1");
+  if (!std::isfinite(peft_adalora_scaling(c.lora_alpha, static_cast<std::size_t>(c.init_r))))
+    cfg.fail("lora_alpha = " + short_number(c.lora_alpha) + " makes the scaling lora_alpha / (init_r + 1e-5) "
+             "infinite in float32; PEFT's adapters would output NaN or infinity");
   if (const auto bias = cfg.string("bias"); bias && *bias != "none")
-    cfg.fail("bias is \"" + *bias + "\"; only \"none\" is supported (the adapters train no bias)");
+    cfg.fail("bias is \"" + clip_text(*bias) + "\"; only \"none\" is supported (the adapters train no bias)");
   if (cfg.boolean("use_dora", false)) cfg.fail("use_dora is true; AdaLoRA has no DoRA");
   const auto init_r = static_cast<std::size_t>(c.init_r);
 
@@ -622,6 +649,8 @@ inline peft_adalora_checkpoint read_peft_adalora(const std::filesystem::path& di
     }
   }
 
+  const std::set<std::string, std::less<>> targets(out.target_modules.begin(), out.target_modules.end());
+
   std::map<std::string, std::vector<bool>> patterns;
   if (const peft_json* rp = cfg.find("rank_pattern"); rp != nullptr && !rp->is_null()) {
     if (!rp->is_object())
@@ -630,13 +659,13 @@ inline peft_adalora_checkpoint read_peft_adalora(const std::filesystem::path& di
     for (auto it = rp->begin(); it != rp->end(); ++it) {
       const auto module = detail::peft_pattern_module(it.key());
       if (!module)
-        cfg.fail("rank_pattern key \"" + it.key() + "\" names no lora_E; expected \"<module>.lora_E\"");
+        cfg.fail("rank_pattern key \"" + clip_text(it.key()) + "\" names no lora_E; expected \"<module>.lora_E\"");
       const peft_json& v = it.value();
       if (!v.is_array() || !std::all_of(v.begin(), v.end(), [](const peft_json& b) { return b.is_boolean(); }))
-        cfg.fail("rank_pattern[\"" + it.key() + "\"] is " + detail::peft_config_reader::describe(v) +
+        cfg.fail("rank_pattern[\"" + clip_text(it.key()) + "\"] is " + detail::peft_config_reader::describe(v) +
                  "; expected a list of init_r = " + std::to_string(init_r) + " booleans");
       if (v.size() != init_r)
-        cfg.fail("rank_pattern[\"" + it.key() + "\"] has " + std::to_string(v.size()) +
+        cfg.fail("rank_pattern[\"" + clip_text(it.key()) + "\"] has " + std::to_string(v.size()) +
                  " entries; expected init_r = " + std::to_string(init_r));
       std::vector<bool> keep;
       for (const auto& b : v) keep.push_back(b.get<bool>());
@@ -723,8 +752,7 @@ inline peft_adalora_checkpoint read_peft_adalora(const std::filesystem::path& di
     if (in == 0 || outf == 0) shape_fail("in and out must be > 0");
     if (r > init_r)
       peft_fail(dir, what + " has rank " + std::to_string(r) + ", more than init_r = " + std::to_string(init_r));
-    if (target_list && std::none_of(out.target_modules.begin(), out.target_modules.end(),
-                                    [&](const std::string& t) { return detail::peft_target_matches(name, t); }))
+    if (target_list && !detail::peft_target_matches(name, targets))
       cfg.fail("target_modules does not cover module '" + name + "', which has tensors (PEFT would ignore them)");
 
     peft_svd_module m;

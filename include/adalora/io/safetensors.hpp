@@ -5,6 +5,7 @@
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -22,6 +23,7 @@
 
 #include "adalora/core/bfloat16.hpp"
 #include "adalora/core/error.hpp"
+#include "adalora/io/bounded_json.hpp"
 
 namespace adalora::io {
 
@@ -136,6 +138,11 @@ struct tensor_info {
 
 /// The largest JSON header accepted (the limit of the reference safetensors implementation).
 inline constexpr std::size_t max_header_bytes = 100'000'000;
+/// The most tensors one file may hold (a PEFT adapter of 100,000 modules holds 300,000); with the header limit, this
+/// bounds what opening a file takes to a few times its header's size.
+inline constexpr std::size_t max_tensors = std::size_t{1} << 20;
+/// The most `__metadata__` entries one file may hold (files written by PyTorch, PEFT or this library hold a few).
+inline constexpr std::size_t max_metadata_entries = std::size_t{1} << 16;
 /// The largest number of dimensions accepted (NumPy's limit); it bounds what a header can make us allocate.
 inline constexpr std::size_t max_rank = 64;
 
@@ -201,7 +208,9 @@ public:
   [[noreturn]] void fail(const std::string& what) const {
     throw format_error("safetensors file '" + std::string(source_) + "': " + what);
   }
-  [[noreturn]] void fail_tensor(const std::string& what) const { fail("tensor '" + key_ + "': " + what); }
+  [[noreturn]] void fail_tensor(const std::string& what) const {
+    fail("tensor '" + clip(state_ == state::in_root ? key_ : current_.name) + "': " + what);
+  }
 
   // ---- nlohmann SAX interface ----
   bool null() { wrong_type("null"); }
@@ -223,12 +232,12 @@ public:
     wrong_type("a number");
   }
   bool number_float(json::number_float_t, const json::string_t& text) {
-    if (in_list()) fail_tensor(list_name() + " holds " + text + ", which is not an integer below 2^64" + list_expect());
+    if (in_list()) fail_tensor(list_name() + " holds " + clip(text) + ", which is not an integer below 2^64" + list_expect());
     wrong_type("a number");
   }
   bool string(json::string_t& s) {
     if (state_ == state::in_metadata) {
-      metadata.emplace(field_, s);
+      metadata.emplace(std::move(field_), std::move(s));
       return true;
     }
     if (state_ == state::in_entry && field_ == "dtype") {
@@ -247,7 +256,7 @@ public:
     } else if (state_ == state::in_root) {
       state_ = state::in_entry;
       current_ = tensor_info{};
-      current_.name = key_;
+      current_.name = std::move(key_);
       has_dtype_ = has_shape_ = has_offsets_ = false;
     } else {
       wrong_type("an object");
@@ -259,13 +268,16 @@ public:
       if (k == "__metadata__") {
         if (seen_metadata_) fail("the header has two \"__metadata__\" entries");
         seen_metadata_ = true;
-      } else if (!names_.insert(k).second) {
-        fail("tensor '" + k + "' appears twice in the header");
-      }
-      key_ = k;
+      } else if (tensors.size() == max_tensors) {
+        fail("the header lists more than " + std::to_string(max_tensors) + " tensors (the limit of this reader)");
+      }  // a tensor named twice is found once all are read (safetensors_file::validate), without a set of names here
+      key_ = std::move(k);
     } else if (state_ == state::in_metadata) {
       if (metadata.count(k) != 0) fail("__metadata__ has the key \"" + clip(k) + "\" twice");
-      field_ = k;
+      if (metadata.size() == max_metadata_entries)
+        fail("__metadata__ has more than " + std::to_string(max_metadata_entries) +
+             " entries (the limit of this reader)");
+      field_ = std::move(k);
     } else {  // in_entry
       bool* seen = k == "dtype"          ? &has_dtype_
                    : k == "shape"        ? &has_shape_
@@ -275,7 +287,7 @@ public:
         fail_tensor("unknown field \"" + clip(k) + "\" (a tensor entry holds only dtype, shape and data_offsets)");
       if (*seen) fail_tensor("field \"" + k + "\" appears twice");
       *seen = true;
-      field_ = k;
+      field_ = std::move(k);
     }
     return true;
   }
@@ -314,7 +326,7 @@ public:
 private:
   enum class state { before_root, in_root, in_metadata, in_entry, in_shape, in_offsets, after_root };
 
-  static std::string clip(const std::string& s) { return s.size() <= 64 ? s : s.substr(0, 64) + "..."; }
+  static std::string clip(const std::string& s) { return clip_text(s); }
 
   bool in_list() const noexcept { return state_ == state::in_shape || state_ == state::in_offsets; }
   std::string list_name() const { return state_ == state::in_shape ? "shape" : "data_offsets"; }
@@ -384,9 +396,8 @@ private:
   std::string_view source_;
   std::size_t buffer_size_;
   state state_ = state::before_root;
-  std::string key_;              // the current top-level key (tensor name or "__metadata__")
-  std::string field_;            // the current key inside a tensor entry or __metadata__
-  std::set<std::string> names_;  // tensor names seen so far (nlohmann would silently keep the last duplicate)
+  std::string key_;    // the current top-level key (tensor name or "__metadata__"), until its entry starts
+  std::string field_;  // the current key inside a tensor entry or __metadata__
   tensor_info current_;
   bool has_dtype_ = false, has_shape_ = false, has_offsets_ = false, seen_metadata_ = false;
   std::size_t offsets_count_ = 0;
@@ -432,15 +443,15 @@ public:
   /// The name given to open() or parse(), as used in error messages.
   const std::string& source() const noexcept { return source_; }
 
-  bool contains(std::string_view name) const { return index_.find(name) != index_.end(); }
+  bool contains(std::string_view name) const { return find(name) != nullptr; }
 
   /// The tensor called `name`; throws format_error naming it and the file if there is none.
   const tensor_info& info(std::string_view name) const {
-    const auto it = index_.find(name);
-    if (it == index_.end())
-      throw format_error("safetensors file '" + source_ + "' has no tensor '" + std::string(name) + "' (it holds " +
-                         std::to_string(tensors_.size()) + " tensors)");
-    return tensors_[it->second];
+    const tensor_info* t = find(name);
+    if (t == nullptr)
+      throw format_error("safetensors file '" + source_ + "' has no tensor '" + detail::clip_text(name) +
+                         "' (it holds " + std::to_string(tensors_.size()) + " tensors)");
+    return *t;
   }
 
   /// Every tensor, in the order of their bytes in the data buffer.
@@ -534,6 +545,10 @@ private:
     detail::header_parser handler(source_, size - data_start_);
     // char may alias any object: the header is viewed as the chars it is made of.
     const char* first = reinterpret_cast<const char*>(bytes_.data() + 8);
+    // JSON text holds no NUL (nlohmann's reader would take one for the end, and accept the bytes after it unread)
+    if (const void* nul = std::memchr(first, 0, static_cast<std::size_t>(header_len)))
+      fail("the header holds a NUL byte at offset " +
+           std::to_string(static_cast<const char*>(nul) - first) + "; JSON text cannot");
     const bool ok = nlohmann::json::sax_parse(first, first + header_len, &handler, nlohmann::json::input_format_t::json,
                                               true, false);
     if (!ok || !handler.finished()) fail("the header is not a complete JSON object");
@@ -560,14 +575,28 @@ private:
     if (covered != data_size())
       fail("the last " + std::to_string(data_size() - covered) + " bytes of the data buffer (from offset " +
            std::to_string(covered) + ") belong to no tensor; safetensors requires the buffer to be fully covered");
-    for (std::size_t i = 0; i < tensors_.size(); ++i) index_.emplace(tensors_[i].name, i);
+    // the index by name, which also finds a name used twice (nlohmann would keep the last of the two)
+    by_name_.resize(tensors_.size());
+    for (std::size_t i = 0; i < tensors_.size(); ++i) by_name_[i] = i;
+    std::sort(by_name_.begin(), by_name_.end(),
+              [&](std::size_t a, std::size_t b) { return tensors_[a].name < tensors_[b].name; });
+    for (std::size_t i = 1; i < by_name_.size(); ++i)
+      if (tensors_[by_name_[i - 1]].name == tensors_[by_name_[i]].name)
+        fail("tensor '" + detail::clip_text(tensors_[by_name_[i]].name) + "' appears twice in the header");
+  }
+
+  // The tensor called `name`, or nullptr: a binary search of the index by name.
+  const tensor_info* find(std::string_view name) const noexcept {
+    const auto it = std::lower_bound(by_name_.begin(), by_name_.end(), name,
+                                     [&](std::size_t i, std::string_view n) { return tensors_[i].name < n; });
+    return it != by_name_.end() && tensors_[*it].name == name ? &tensors_[*it] : nullptr;
   }
 
   std::string source_;
   std::vector<std::byte> bytes_;
   std::size_t data_start_ = 0;
   std::vector<tensor_info> tensors_;
-  std::map<std::string, std::size_t, std::less<>> index_;
+  std::vector<std::size_t> by_name_;  // indices of tensors_, sorted by name
   std::map<std::string, std::string> metadata_;
 };
 
@@ -591,7 +620,7 @@ public:
                                                            : float_to_bf16_bits(values[i]);
       detail::store_le(data.data() + i * size, bits, size);
     }
-    entries_.push_back(entry{std::move(name), stored_as, std::move(shape), std::move(data)});
+    push(entry{std::move(name), stored_as, std::move(shape), std::move(data)});
   }
 
   /// Adds a tensor of bfloat16 values, stored as BF16 bit for bit (no rounding, NaN payloads kept). The values are
@@ -600,36 +629,50 @@ public:
     check_new(name, shape, values.size());
     std::vector<std::byte> data(values.size() * 2);
     for (std::size_t i = 0; i < values.size(); ++i) detail::store_le(data.data() + 2 * i, values[i].bits(), 2);
-    entries_.push_back(entry{std::move(name), dtype::bf16, std::move(shape), std::move(data)});
+    push(entry{std::move(name), dtype::bf16, std::move(shape), std::move(data)});
   }
 
   /// Adds a `__metadata__` entry; throws usage_error if the key was already added.
   void add_metadata(std::string key, std::string value) {
-    if (std::any_of(metadata_.begin(), metadata_.end(), [&](const auto& kv) { return kv.first == key; }))
-      throw usage_error("safetensors_writer: metadata key '" + key + "' was already added");
-    metadata_.emplace_back(std::move(key), std::move(value));
+    const auto [it, inserted] = metadata_keys_.insert(key);
+    if (!inserted) throw usage_error("safetensors_writer: metadata key '" + key + "' was already added");
+    try {
+      metadata_.emplace_back(std::move(key), std::move(value));
+    } catch (...) {
+      metadata_keys_.erase(it);
+      throw;
+    }
   }
 
   /// The complete file. Throws usage_error if a name or metadata string is not valid UTF-8.
   std::vector<std::byte> to_bytes() const {
-    nlohmann::ordered_json header = nlohmann::ordered_json::object();
-    if (!metadata_.empty()) {
-      auto& meta = header["__metadata__"] = nlohmann::ordered_json::object();
-      for (const auto& [k, v] : metadata_) meta[k] = v;
-    }
+    // The header text is written out entry by entry (as nlohmann's compact dump would write it, in the order added):
+    // an ordered_json object finds each new key by a linear search, which made writing n tensors O(n²).
+    std::string text = "{";
     std::size_t offset = 0;
-    for (const entry& e : entries_) {
-      header[e.name] = {
-          {"dtype", dtype_name(e.type)}, {"shape", e.shape}, {"data_offsets", {offset, offset + e.data.size()}}};
-      offset += e.data.size();
-    }
-    std::string text;
     try {
-      text = header.dump();
+      auto quoted = [](const std::string& s) { return nlohmann::json(s).dump(); };  // escapes; checks the UTF-8
+      if (!metadata_.empty()) {
+        text += "\"__metadata__\":{";
+        for (std::size_t i = 0; i < metadata_.size(); ++i)
+          text += (i ? "," : "") + quoted(metadata_[i].first) + ":" + quoted(metadata_[i].second);
+        text += "}";
+      }
+      for (const entry& e : entries_) {
+        if (text.size() > 1) text += ",";
+        text += quoted(e.name);
+        text += ":{\"dtype\":\"";
+        text += dtype_name(e.type);
+        text += "\",\"shape\":[";
+        for (std::size_t d = 0; d < e.shape.size(); ++d) text += (d ? "," : "") + std::to_string(e.shape[d]);
+        text += "],\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(offset + e.data.size()) + "]}";
+        offset += e.data.size();
+      }
     } catch (const nlohmann::json::exception& ex) {
       throw usage_error(std::string("safetensors_writer: a tensor name or metadata string is not valid UTF-8: ") +
                         ex.what());
     }
+    text += "}";
     text.append((8 - text.size() % 8) % 8, ' ');
     if (text.size() > max_header_bytes)
       throw usage_error("safetensors_writer: the header would take " + std::to_string(text.size()) +
@@ -656,7 +699,7 @@ private:
   // The checks of every add(), before anything is added.
   void check_new(const std::string& name, const std::vector<std::size_t>& shape, std::size_t count) const {
     if (name == "__metadata__") throw usage_error("safetensors_writer: \"__metadata__\" cannot name a tensor");
-    if (std::any_of(entries_.begin(), entries_.end(), [&](const entry& e) { return e.name == name; }))
+    if (names_.count(name) != 0)
       throw usage_error("safetensors_writer: a tensor named '" + name + "' was already added");
     const auto numel = detail::checked_numel(shape);
     if (shape.size() > max_rank)
@@ -673,8 +716,21 @@ private:
     std::vector<std::size_t> shape;
     std::vector<std::byte> data;
   };
+  // every add appends through push(): the names are indexed, so that adding n tensors takes O(n log n)
+  void push(entry e) {
+    const auto it = names_.insert(e.name).first;
+    try {
+      entries_.push_back(std::move(e));
+    } catch (...) {
+      names_.erase(it);
+      throw;
+    }
+  }
+
   std::vector<entry> entries_;
+  std::set<std::string, std::less<>> names_;
   std::vector<std::pair<std::string, std::string>> metadata_;
+  std::set<std::string, std::less<>> metadata_keys_;
 };
 
 }  // namespace adalora::io

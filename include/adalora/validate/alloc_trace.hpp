@@ -14,6 +14,7 @@
 #include "adalora/allocation/rank_allocator.hpp"
 #include "adalora/backends/backend.hpp"
 #include "adalora/core/error.hpp"
+#include "adalora/io/bounded_json.hpp"
 #include "adalora/io/safetensors.hpp"
 #include "adalora/validate/trace_result.hpp"
 
@@ -35,38 +36,35 @@ inline std::string format_float(double v) {
 }
 
 inline const nlohmann::json& require_field(const nlohmann::json& j, const char* key, const std::string& where) {
-  if (!j.is_object() || !j.contains(key))
-    throw format_error("alloc trace: " + where + " lacks the field '" + key + "'");
-  return j.at(key);
+  return io::json_require(j, key, "alloc trace: " + where);
 }
 
+/// __metadata__.`key` of a trace, parsed within io::parse_json's limits.
 inline nlohmann::json parse_metadata_json(const io::safetensors_file& f, const char* key) {
   const auto& md = f.metadata();
   const auto it = md.find(key);
-  if (it == md.end()) throw format_error("alloc trace: __metadata__ lacks '" + std::string(key) + "'");
-  try {
-    return nlohmann::json::parse(it->second);
-  } catch (const nlohmann::json::exception& e) {
-    throw format_error("alloc trace: __metadata__." + std::string(key) + " is not valid JSON: " + e.what());
-  }
+  if (it == md.end()) throw format_error("trace: __metadata__ lacks '" + std::string(key) + "'");
+  return io::parse_json(it->second, "trace: __metadata__." + std::string(key));
 }
 
 /// The config recorded in a trace, in PEFT's names.
 inline adalora_config trace_config(const io::safetensors_file& f) {
   const auto j = parse_metadata_json(f, "config");
   adalora_config c;
-  try {
-    c.init_r = require_field(j, "init_r", "config").get<std::int64_t>();
-    c.target_r = require_field(j, "target_r", "config").get<std::int64_t>();
-    c.tinit = require_field(j, "tinit", "config").get<std::int64_t>();
-    c.tfinal = require_field(j, "tfinal", "config").get<std::int64_t>();
-    c.total_step = require_field(j, "total_step", "config").get<std::int64_t>();
-    c.deltaT = require_field(j, "deltaT", "config").get<std::int64_t>();
-    c.beta1 = require_field(j, "beta1", "config").get<double>();
-    c.beta2 = require_field(j, "beta2", "config").get<double>();
-  } catch (const nlohmann::json::exception& e) {
-    throw format_error(std::string("alloc trace: a config field has the wrong type: ") + e.what());
-  }
+  auto integer = [&](const char* key) {
+    return io::json_int(require_field(j, key, "config"), "alloc trace: config." + std::string(key));
+  };
+  auto number = [&](const char* key) {
+    return io::json_number(require_field(j, key, "config"), "alloc trace: config." + std::string(key));
+  };
+  c.init_r = integer("init_r");
+  c.target_r = integer("target_r");
+  c.tinit = integer("tinit");
+  c.tfinal = integer("tfinal");
+  c.total_step = integer("total_step");
+  c.deltaT = integer("deltaT");
+  c.beta1 = number("beta1");
+  c.beta2 = number("beta2");
   return c;
 }
 
@@ -93,13 +91,16 @@ trace_result replay_alloc_trace(const io::safetensors_file& file, B backend = B{
   const auto steps = parse_metadata_json(file, "steps");
   if (!names.is_array() || names.empty()) throw format_error("alloc trace: 'adapters' is not a non-empty list");
   if (!steps.is_array() || steps.empty()) throw format_error("alloc trace: 'steps' is not a non-empty list");
-  const std::int64_t t0 = require_field(steps.front(), "t", "steps[0]").get<std::int64_t>();
+  auto step_of = [](const nlohmann::json& s, const std::string& where) {
+    return io::json_int(require_field(s, "t", where), "alloc trace: " + where + ".t");
+  };
+  const std::int64_t t0 = step_of(steps.front(), "steps[0]");
 
-  // Host tensors for each adapter, their shapes taken from the first recorded step.
+  // Host tensors for each adapter, their shapes taken from the first recorded step (so bounded by the file).
   std::vector<trace_adapter> hosts;
   for (const auto& n : names) {
     trace_adapter a;
-    a.name = n.get<std::string>();
+    a.name = io::json_string(n, "alloc trace: an adapter name");
     const std::string p = std::to_string(t0) + "/" + a.name + "/";
     const auto sA = shape_of(file, p + "lora_A"), sB = shape_of(file, p + "lora_B"), sE = shape_of(file, p + "lora_E");
     if (sA.size() != 2 || sB.size() != 2 || sE.empty() || sE.size() > 2 || sE[0] != sA[0] || sB[1] != sA[0])
@@ -140,7 +141,7 @@ trace_result replay_alloc_trace(const io::safetensors_file& file, B backend = B{
   result.kind = "alloc";
   std::vector<float> got, expected;
   for (const auto& s : steps) {
-    const std::int64_t t = require_field(s, "t", "a step").get<std::int64_t>();
+    const std::int64_t t = step_of(s, "a step");
     const std::string at = "step " + std::to_string(t);
     for (std::size_t k = 0; k < hosts.size(); ++k) {
       auto& h = hosts[k];
@@ -159,20 +160,23 @@ trace_result replay_alloc_trace(const io::safetensors_file& file, B backend = B{
     }
     const step_report rep = alloc.step(t);
 
-    const auto exp_budget = require_field(s, "budget", at).get<std::int64_t>();
+    const auto exp_budget = io::json_int(require_field(s, "budget", at), "alloc trace: " + at + ": budget");
     if (rep.budget != exp_budget)
       return trace_result::fail(at + ": budget expected " + std::to_string(exp_budget) + ", got " +
                                 std::to_string(rep.budget));
-    const bool exp_masked = require_field(s, "masked", at).get<bool>();
+    const bool exp_masked = io::json_bool(require_field(s, "masked", at), "alloc trace: " + at + ": masked");
     if (rep.masked != exp_masked)
       return trace_result::fail(at + ": masked expected " + (exp_masked ? "true" : "false") + ", got " +
                                 (rep.masked ? "true" : "false"));
-    const auto exp_phase = require_field(s, "phase", at).get<std::string>();
+    const auto exp_phase = io::json_string(require_field(s, "phase", at), "alloc trace: " + at + ": phase");
     if (exp_phase != trace_phase_name(rep.phase))
       return trace_result::fail(at + ": phase expected " + exp_phase + ", got " + trace_phase_name(rep.phase));
     const auto& thr = require_field(s, "threshold", at);
-    if (thr.is_null() != !rep.threshold.has_value())
-      return trace_result::fail(at + ": threshold expected " + (thr.is_null() ? "none" : thr.dump()) + ", got " +
+    // (a plain double and a flag: g++ 12 -O3 warns falsely that an optional<double> may be used uninitialized)
+    const bool has_thr = !thr.is_null();
+    const double exp_thr = has_thr ? io::json_number(thr, "alloc trace: " + at + ": threshold") : 0.0;
+    if (has_thr != rep.threshold.has_value())
+      return trace_result::fail(at + ": threshold expected " + (has_thr ? format_float(exp_thr) : "none") + ", got " +
                                 (rep.threshold ? format_float(*rep.threshold) : "none"));
 
     // Scores (where recorded), with an absolute floor scaled to the step's largest score.
@@ -186,8 +190,8 @@ trace_result replay_alloc_trace(const io::safetensors_file& file, B backend = B{
     auto close = [&](double e, double g) {
       return std::fabs(e - g) <= tol.score_rtol * std::max(std::fabs(e), std::fabs(g)) + atol;
     };
-    if (rep.threshold && !close(thr.get<double>(), *rep.threshold))
-      return trace_result::fail(at + ": threshold expected " + format_float(thr.get<double>()) + ", got " +
+    if (rep.threshold && !close(exp_thr, *rep.threshold))
+      return trace_result::fail(at + ": threshold expected " + format_float(exp_thr) + ", got " +
                                 format_float(*rep.threshold));
 
     // Each adapter's triplet scores, where the trace has them.

@@ -10,7 +10,9 @@
 #include "adalora/adapters/orthogonal_regularizer.hpp"
 #include "adalora/adapters/svd_adapter.hpp"
 #include "adalora/backends/backend.hpp"
+#include "adalora/core/checked_size.hpp"
 #include "adalora/core/error.hpp"
+#include "adalora/io/bounded_json.hpp"
 #include "adalora/io/safetensors.hpp"
 #include "adalora/validate/alloc_trace.hpp"
 #include "adalora/validate/trace_result.hpp"
@@ -46,7 +48,6 @@ inline std::string compare_tensor(const std::vector<float>& expected, const std:
 template <Backend B>
 trace_result replay_layer_trace(const io::safetensors_file& file, B backend = B{},
                                 const layer_trace_tolerance& tol = {}) {
-  using detail::require_field;
   const auto cases = detail::parse_metadata_json(file, "cases");
   if (!cases.is_array() || cases.empty()) throw format_error("layer trace: 'cases' is not a non-empty list");
   using S = typename B::memory_space;
@@ -63,22 +64,40 @@ trace_result replay_layer_trace(const io::safetensors_file& file, B backend = B{
     return h;
   };
   for (const auto& c : cases) {
-    const auto id = std::to_string(require_field(c, "case", "a case").template get<long long>());
-    const auto d_in = require_field(c, "d_in", "case " + id).template get<std::size_t>();
-    const auto d_out = require_field(c, "d_out", "case " + id).template get<std::size_t>();
-    const auto r = require_field(c, "r", "case " + id).template get<std::size_t>();
-    const auto batch = require_field(c, "batch", "case " + id).template get<std::size_t>();
-    const auto alpha = require_field(c, "alpha", "case " + id).template get<double>();
-    const std::string p = id + "/";
-    auto read = [&](const std::string& key, std::size_t n) {
-      auto v = file.read_f32(p + key);
-      if (v.size() != n)
-        throw format_error("layer trace: " + p + key + " has " + std::to_string(v.size()) + " values, expected " +
-                           std::to_string(n));
-      return v;
+    auto field = [&](const char* key, const std::string& where) -> const nlohmann::json& {
+      return io::json_require(c, key, "layer trace: " + where);
     };
-    const auto W = read("W", d_out * d_in), A = read("A", r * d_in), E = read("E", r), Bm = read("B", d_out * r);
-    const auto x = read("x", batch * d_in), dy = read("dy", batch * d_out);
+    const auto id = std::to_string(io::json_int(field("case", "a case"), "layer trace: a case's number"));
+    const std::string at = "layer trace: case " + id;
+    // every size is checked against the file's tensors before anything is allocated
+    const auto d_in = io::json_size(field("d_in", "case " + id), at + ": d_in");
+    const auto d_out = io::json_size(field("d_out", "case " + id), at + ": d_out");
+    const auto r = io::json_size(field("r", "case " + id), at + ": r");
+    const auto batch = io::json_size(field("batch", "case " + id), at + ": batch");
+    const auto alpha = io::json_number(field("alpha", "case " + id), at + ": alpha");
+    if (d_in == 0 || d_out == 0)
+      throw format_error(at + ": d_in = " + std::to_string(d_in) + " and d_out = " + std::to_string(d_out) +
+                         "; both must be positive");
+    const std::string p = id + "/";
+    // every tensor's size, the outputs' too, before anything is allocated or computed: every buffer below is then no
+    // larger than a tensor of the file (a case's sizes are untrusted: 2^32 × 2^32 wraps to 0 in size_t)
+    struct expected_size {
+      const char* key;
+      std::size_t rows, cols;
+    };
+    for (const expected_size& e : {expected_size{"W", d_out, d_in}, {"A", r, d_in}, {"E", r, 1}, {"B", d_out, r},
+                                   {"x", batch, d_in}, {"dy", batch, d_out}, {"y", batch, d_out}, {"grad/A", r, d_in},
+                                   {"grad/E", r, 1}, {"grad/B", d_out, r}, {"grad/x", batch, d_in}, {"orth/R", 1, 1},
+                                   {"orth/grad/A", r, d_in}, {"orth/grad/B", d_out, r}}) {
+      const auto n = checked_mul(e.rows, e.cols);
+      if (!n) throw format_error(at + ": the size of " + e.key + " overflows (d_in, d_out, r or batch is corrupt)");
+      const auto& info = file.info(p + e.key);
+      if (info.numel() != *n)
+        throw format_error(at + ": " + p + e.key + " has shape " + io::detail::shape_string(info.shape) + ", " +
+                           std::to_string(info.numel()) + " values; expected " + std::to_string(*n));
+    }
+    auto read = [&](const char* key) { return file.read_f32(p + key); };
+    const auto W = read("W"), A = read("A"), E = read("E"), Bm = read("B"), x = read("x"), dy = read("dy");
 
     adapter_options o;
     o.lora_alpha = alpha;

@@ -1,16 +1,19 @@
 // The owning low-rank adapter both layers share: parameters, gradients, forward/backward, merge/unmerge.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "adalora/adapters/adapter_concept.hpp"
 #include "adalora/adapters/detail/adapter_kernels.hpp"
 #include "adalora/adapters/detail/low_rank_math.hpp"
 #include "adalora/backends/backend.hpp"
+#include "adalora/core/checked_size.hpp"
 #include "adalora/core/error.hpp"
 #include "adalora/core/view.hpp"
 
@@ -103,6 +106,15 @@ protected:
                         std::to_string(out));
     if (!(dropout >= 0.0f && dropout < 1.0f))
       throw config_error("lora_dropout = " + std::to_string(dropout) + "; need 0 <= lora_dropout < 1");
+    if (!std::isfinite(scaling))
+      throw config_error("the adapter scaling (lora_alpha / r) is " + std::to_string(scaling) +
+                         "; lora_alpha must be a finite float32 value");
+    for (const auto& [rows, cols, what] : {std::tuple{r, in, "r × in"}, std::tuple{out, r, "out × r"}}) {
+      const auto n = checked_mul(rows, cols);
+      if (!n || *n > max_elements_of<float>)
+        throw shape_error(std::string("an adapter of in ") + std::to_string(in) + ", out " + std::to_string(out) +
+                          ", r " + std::to_string(r) + ": " + what + " is more elements than one object can hold");
+    }
     A_ = backend_.template allocate<float>(r * in);
     B_ = backend_.template allocate<float>(out * r);
     grad_A_ = backend_.template allocate<float>(r * in);
