@@ -236,8 +236,8 @@ def test_restore_mismatches():
     other_cfg = Adapters().register(adalora.RankAllocator(small_config(target_r=2)))
     with pytest.raises(adalora.UsageError) as e:
         other_cfg.load_state_dict(state)
-    assert str(e.value) == ("restore_state: the checkpoint does not match this allocator: the configs differ (init_r, "
-                            "target_r, tinit, tfinal, deltaT, beta1, beta2 or total_step)")
+    assert str(e.value) == ("restore_state: the checkpoint does not match this allocator: the configs differ "
+                            "(target_r: 3 vs 2)")
     fewer = adalora.RankAllocator(small_config())
     ad2 = Adapters(shapes=[(6, 12, 8)])
     ad2.register(fewer)
@@ -253,7 +253,7 @@ def test_restore_mismatches():
         renamed.load_state_dict(state)
     wrong = dict(state, importance=state["importance"][:-1])
     fresh = Adapters().register(adalora.RankAllocator(small_config()))
-    with pytest.raises(adalora.UsageError, match="its importance, pattern or score arrays have the wrong sizes"):
+    with pytest.raises(adalora.UsageError, match="the importance holds [0-9]+ values, not a whole number of planes"):
         fresh.load_state_dict(wrong)
     assert fresh.last_step is None
 
