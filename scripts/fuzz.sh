@@ -29,7 +29,8 @@ fi
 # -O1 -g1: what the sanitizers need, at half the build time of -O2
 cmake -S . -B "${dir}" -DCMAKE_CXX_COMPILER="${cxx}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DADALORA_BUILD_FUZZERS=ON -DADALORA_BUILD_TESTS=OFF \
-  -DADALORA_BUILD_TOOLS=OFF -DADALORA_BUILD_EXAMPLES=OFF -DADALORA_WARNINGS_AS_ERRORS=ON -DADALORA_WITH_THRUST=OFF >/dev/null
+  -DADALORA_BUILD_TOOLS=OFF -DADALORA_BUILD_EXAMPLES=OFF -DADALORA_WARNINGS_AS_ERRORS=ON -DADALORA_WITH_THRUST=OFF \
+  -DADALORA_WITH_MPI=OFF >/dev/null
 build_targets=()
 for t in "${targets[@]}"; do build_targets+=("fuzz_${t}"); done
 cmake --build "${dir}" --target "${build_targets[@]}" -j "${jobs}"

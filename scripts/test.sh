@@ -6,8 +6,10 @@
 # scripts/gpu-check; skip it with ADALORA_SKIP_CUDA=1); then the Python package (python/): built with pip into
 # build-python/site (this checkout's overlay on the cached environment of scripts/python-env.sh) and tested with
 # pytest, and with nvcc its CUDA variant compiled in build-python-cuda/ (skip the stage with ADALORA_SKIP_PYTHON=1);
-# then an AddressSanitizer + UBSan build in build-asan/ (skip it with ADALORA_SKIP_SANITIZE=1). Exits non-zero on
-# any failure.
+# then an AddressSanitizer + UBSan build in build-asan/ (skip it with ADALORA_SKIP_SANITIZE=1); then, with clang 14,
+# the tests that use Thrust's OpenMP system under ThreadSanitizer in build-tsan/ (ADALORA_SKIP_TSAN=1 skips it) and
+# every fuzz target for ADALORA_FUZZ_SECONDS (default 20) seconds in build-fuzz/ (scripts/fuzz.sh; ADALORA_SKIP_FUZZ=1
+# skips it). Exits non-zero on any failure.
 # ADALORA_BUILD_DIR / ADALORA_CUDA_BUILD_DIR / ADALORA_PYTHON_BUILD_DIR / ADALORA_PYTHON_CUDA_BUILD_DIR /
 # ADALORA_ASAN_BUILD_DIR choose other build folders (relative to the repository root); CUDACXX names the nvcc to use
 # (default: nvcc on PATH, else /usr/local/cuda/bin/nvcc).
@@ -179,6 +181,51 @@ else
   export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
   export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
   ctest --test-dir "${asan_dir}" --output-on-failure -j "${jobs}" -LE 'packaging|python'
+fi
+
+# ThreadSanitizer on the tests in which threads meet: every generic test body on Thrust's OpenMP system alone
+# (ADALORA_TEST_THRUST_OMP_ONLY), with clang's OpenMP runtime and its ThreadSanitizer tool (libarcher), which tells
+# ThreadSanitizer about OpenMP's own synchronization. The 100,000-adapter registration guard ([registration], an Eigen
+# test) is left out: ThreadSanitizer's slowdown says nothing about threads there.
+tsan_dir="${ADALORA_TSAN_BUILD_DIR:-build-tsan}"
+if [[ "${ADALORA_SKIP_TSAN:-0}" == "1" ]]; then
+  section "ThreadSanitizer build skipped (ADALORA_SKIP_TSAN=1)"
+else
+  section "configure ${tsan_dir}/ (clang 14, -fsanitize=thread, tests on Thrust's OpenMP system)"
+  bash scripts/install-deps.sh --clang
+  clang="$(command -v clang++-14 || command -v clang++)"
+  mkdir -p "${tsan_dir}"
+  if ! cmake -S . -B "${tsan_dir}" -DCMAKE_CXX_COMPILER="${clang}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DADALORA_TSAN=ON -DADALORA_TEST_THRUST_OMP_ONLY=ON \
+      -DADALORA_WARNINGS_AS_ERRORS=ON -DADALORA_BUILD_EXAMPLES=OFF -DADALORA_BUILD_TOOLS=OFF \
+      -DADALORA_BUILD_HEADER_CHECK=OFF -DADALORA_WITH_MPI=OFF >"${tsan_dir}/configure.log" 2>&1; then
+    if grep -q "ADALORA_TEST_THRUST_OMP_ONLY needs the Thrust backend" "${tsan_dir}/configure.log"; then
+      section "ThreadSanitizer build skipped: no Thrust backend here (CCCL or OpenMP not found)"
+    else
+      cat "${tsan_dir}/configure.log"
+      exit 1
+    fi
+  else
+    tsan_tests=(test_backends test_allocation test_adapters)
+    section "build ${tsan_dir}/: ${tsan_tests[*]} (-j${jobs})"
+    cmake --build "${tsan_dir}" --target "${tsan_tests[@]}" -j "${jobs}"
+    section "test ${tsan_dir}/ under ThreadSanitizer"
+    # clang's OpenMP runtime is not instrumented: libarcher (beside it) reports its synchronization to ThreadSanitizer
+    archer="$(dirname "$(readlink -f "${clang}")")/../lib/libarcher.so"
+    for t in "${tsan_tests[@]}"; do
+      echo "--- ${t}"
+      OMP_TOOL_LIBRARIES="${archer}" OMP_WAIT_POLICY=passive \
+        TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ignore_noninstrumented_modules=1" \
+        "${tsan_dir}/tests/${t}" "~[registration]"
+    done
+  fi
+fi
+
+if [[ "${ADALORA_SKIP_FUZZ:-0}" == "1" ]]; then
+  section "fuzzing skipped (ADALORA_SKIP_FUZZ=1)"
+else
+  section "fuzz every reader of outside input: ${ADALORA_FUZZ_SECONDS:-20}s per target (scripts/fuzz.sh)"
+  bash scripts/fuzz.sh "${ADALORA_FUZZ_SECONDS:-20}"
 fi
 
 if [[ -n "${CMAKE_CXX_COMPILER_LAUNCHER:-}" ]]; then
