@@ -26,6 +26,7 @@ if [[ -z "${cxx}" ]]; then
   exit 1
 fi
 
+build_start=$SECONDS
 # -O1 -g1: what the sanitizers need, at half the build time of -O2
 cmake -S . -B "${dir}" -DCMAKE_CXX_COMPILER="${cxx}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DADALORA_BUILD_FUZZERS=ON -DADALORA_BUILD_TESTS=OFF \
@@ -34,8 +35,11 @@ cmake -S . -B "${dir}" -DCMAKE_CXX_COMPILER="${cxx}" -DCMAKE_BUILD_TYPE=RelWithD
 build_targets=()
 for t in "${targets[@]}"; do build_targets+=("fuzz_${t}"); done
 cmake --build "${dir}" --target "${build_targets[@]}" -j "${jobs}"
+echo "fuzz.sh: ${#targets[@]} fuzzers built in $((SECONDS - build_start))s; running each for ${seconds}s, ${jobs} at a time"
 
 mkdir -p "${dir}/crashes" "${dir}/logs"
+# this run's findings only: a crash of an earlier run is in its log, and in tests/fuzz/regressions/ once fixed
+for t in "${targets[@]}"; do rm -f "${dir}/crashes/${t}-"*; done
 run_one() {
   local t=$1
   mkdir -p "${dir}/corpus/${t}"

@@ -11,8 +11,8 @@
 # every fuzz target for ADALORA_FUZZ_SECONDS (default 20) seconds in build-fuzz/ (scripts/fuzz.sh; ADALORA_SKIP_FUZZ=1
 # skips it). Exits non-zero on any failure.
 # ADALORA_BUILD_DIR / ADALORA_CUDA_BUILD_DIR / ADALORA_PYTHON_BUILD_DIR / ADALORA_PYTHON_CUDA_BUILD_DIR /
-# ADALORA_ASAN_BUILD_DIR choose other build folders (relative to the repository root); CUDACXX names the nvcc to use
-# (default: nvcc on PATH, else /usr/local/cuda/bin/nvcc).
+# ADALORA_ASAN_BUILD_DIR / ADALORA_TSAN_BUILD_DIR / ADALORA_FUZZ_BUILD_DIR choose other build folders (relative to the
+# repository root); CUDACXX names the nvcc to use (default: nvcc on PATH, else /usr/local/cuda/bin/nvcc).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -191,6 +191,7 @@ tsan_dir="${ADALORA_TSAN_BUILD_DIR:-build-tsan}"
 if [[ "${ADALORA_SKIP_TSAN:-0}" == "1" ]]; then
   section "ThreadSanitizer build skipped (ADALORA_SKIP_TSAN=1)"
 else
+  tsan_start=$SECONDS
   section "configure ${tsan_dir}/ (clang 14, -fsanitize=thread, tests on Thrust's OpenMP system)"
   bash scripts/install-deps.sh --clang
   clang="$(command -v clang++-14 || command -v clang++)"
@@ -209,6 +210,7 @@ else
     tsan_tests=(test_backends test_allocation test_adapters)
     section "build ${tsan_dir}/: ${tsan_tests[*]} (-j${jobs})"
     cmake --build "${tsan_dir}" --target "${tsan_tests[@]}" -j "${jobs}"
+    tsan_built=$SECONDS
     section "test ${tsan_dir}/ under ThreadSanitizer"
     # clang's OpenMP runtime is not instrumented: libarcher (beside it) reports its synchronization to ThreadSanitizer
     archer="$(dirname "$(readlink -f "${clang}")")/../lib/libarcher.so"
@@ -218,14 +220,17 @@ else
         TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ignore_noninstrumented_modules=1" \
         "${tsan_dir}/tests/${t}" "~[registration]"
     done
+    echo "ThreadSanitizer stage: $((SECONDS - tsan_start))s (clang, configure and build $((tsan_built - tsan_start))s, tests $((SECONDS - tsan_built))s)"
   fi
 fi
 
 if [[ "${ADALORA_SKIP_FUZZ:-0}" == "1" ]]; then
   section "fuzzing skipped (ADALORA_SKIP_FUZZ=1)"
 else
+  fuzz_start=$SECONDS
   section "fuzz every reader of outside input: ${ADALORA_FUZZ_SECONDS:-20}s per target (scripts/fuzz.sh)"
   bash scripts/fuzz.sh "${ADALORA_FUZZ_SECONDS:-20}"
+  echo "fuzz stage: $((SECONDS - fuzz_start))s"
 fi
 
 if [[ -n "${CMAKE_CXX_COMPILER_LAUNCHER:-}" ]]; then
