@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds and runs the budget sweep (examples/budget_study/budget_sweep.cpp) under nice, and writes the committed tables
-# and plots: docs/budget_sweep/ (summary.md, CSV files, SVG pictures). About 50 minutes on 2 busy cores (README).
-#   bash scripts/budget-sweep.sh                 the committed sweep (5 seeds, 235 runs)
+# and plots: docs/budget_sweep/ (summary.md, CSV files, SVG pictures). 52 minutes under nice 19 on a heavily
+# shared 2-core machine (6266 s of runs, about 300 s of CPU time); a few minutes on idle cores.
+#   bash scripts/budget-sweep.sh                 the committed sweep (5 seeds, 200 runs)
 #   bash scripts/budget-sweep.sh --seeds 2 ...   any budget_sweep option (--help lists them) goes to the program
 # ADALORA_SWEEP_OUT=DIR writes elsewhere (e.g. to compare with the committed files).
 set -euo pipefail
