@@ -43,9 +43,15 @@ for t in "${targets[@]}"; do rm -f "${dir}/crashes/${t}-"*; done
 run_one() {
   local t=$1
   mkdir -p "${dir}/corpus/${t}"
+  # the seeds, and the regressions where a target has some (git keeps no empty folder, and libFuzzer stops at a
+  # missing one)
+  local inputs=("${dir}/corpus/${t}")
+  for d in "tests/fuzz/corpus/${t}" "tests/fuzz/regressions/${t}"; do
+    if [[ -d "${d}" ]]; then inputs+=("${d}"); fi
+  done
   # -timeout: one input slower than that is a hang; -rss_limit_mb / -malloc_limit_mb: a reader that allocates far
   # more than its input is a bug (every size is checked against the file)
-  "${dir}/tests/fuzz/fuzz_${t}" "${dir}/corpus/${t}" "tests/fuzz/corpus/${t}" "tests/fuzz/regressions/${t}" \
+  "${dir}/tests/fuzz/fuzz_${t}" "${inputs[@]}" \
     -max_total_time="${seconds}" -timeout=20 -rss_limit_mb=2048 -malloc_limit_mb=1024 -max_len=262144 \
     -print_final_stats=1 -artifact_prefix="${dir}/crashes/${t}-" >"${dir}/logs/${t}.log" 2>&1
 }
@@ -57,8 +63,15 @@ printf '%s\n' "${targets[@]}" | xargs -P "${jobs}" -I{} bash -c 'run_one {}' || 
 printf '\n%-12s %12s %8s %8s %8s %8s\n' target executions cov ft corpus crashes
 for t in "${targets[@]}"; do
   log="${dir}/logs/${t}.log"
+  if [[ ! -f "${log}" ]] || ! grep -q 'stat::number_of_executed_units' "${log}"; then
+    # libFuzzer did not run to its time limit (a bad argument, a crash before the first input): its log says why
+    status=1
+    printf '%-12s did not run to its end; its log (%s):\n' "${t}" "${log}" >&2
+    tail -5 "${log}" >&2 || true
+    continue
+  fi
   execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "${log}" | grep -o '[0-9]*$' || echo "?")
-  last=$(grep -E '^#[0-9]+' "${log}" | tail -1)
+  last=$(grep -E '^#[0-9]+' "${log}" | tail -1 || true)
   cov=$(grep -o 'cov: [0-9]*' <<<"${last}" | grep -o '[0-9]*' || echo "?")
   ft=$(grep -o 'ft: [0-9]*' <<<"${last}" | grep -o '[0-9]*' || echo "?")
   corp=$(grep -o 'corp: [0-9]*' <<<"${last}" | grep -o '[0-9]*' || echo "?")
