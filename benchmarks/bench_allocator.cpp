@@ -4,8 +4,10 @@
 // Benchmarks (names are what --benchmark_filter matches):
 //   bandwidth/copy/threads:N            memcpy of 256 MiB (bytes = read + written)
 //   bandwidth/update_pattern/threads:N  read 2 streams, read+write 2 streams: the importance update's pattern
-//   step/update/<set>/<backend>         allocator.step(t) in the warm-up phase: the fused update pass + its check
-//   step/mask/<set>/<backend>           allocator.step(t) on a mask step: + score sums, triplets, threshold, mask
+//   step/update/<set>/<backend>/<state>  allocator.step(t) in the warm-up phase: the fused update pass + its check
+//   step/mask/<set>/<backend>/<state>    allocator.step(t) on a mask step: + score sums, triplets, threshold, mask
+//                                       <state>: the state policy, in_place (the default), double_buffered or
+//                                       in_place_bf16
 //   fused/update|mask/<set>/threads:N   a hand-written, in-place single pass (update + finiteness count [+ triplet
 //                                       sums]) per adapter, to show what the memory system allows; not the library
 // <set> is deberta (72 adapters, 2.0 M elements per plane) or llama (224 adapters, 30 M elements per plane,
@@ -13,7 +15,8 @@
 //
 // Counters: bytes = bytes per second the step must move at least (θ and g read, both EMA planes read and written,
 // 24 B per element; + the b0 triplet scores and λ on mask steps); moved = bytes per second the implementation's
-// passes move as written (see moved_bytes()); threads = threads the work ran on.
+// passes move as written (see moved_bytes()); threads = threads the work ran on; state_B = bytes of importance state
+// per adapter parameter.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -97,12 +100,17 @@ double required_bytes(const adapter_set& s, bool mask) {
   return b;
 }
 
-/// What rank_allocator::step moves as written (per element of the arena, ignoring the b0-sized work): one pass
-/// reads θ, g and both EMA planes from one state buffer and writes both planes to the other (double buffering);
-/// the finiteness count and, on mask steps, the score sums ride along in registers and cache-resident partials.
-/// On a CPU, writing the other buffer also reads it first (write-allocate), 8 B more that this does not count.
+/// What rank_allocator::step moves as written under state policy P (per element of the arena, ignoring the b0-sized
+/// work). Double-buffered: one pass reads θ, g and both EMA planes from one arena and writes both planes to the other
+/// (24 B; on a CPU, writing the other arena also reads it first, write-allocate: 8 B more that this does not count).
+/// In place: a read-only check of θ and g (8 B), then the pass that reads θ, g and the EMA planes and writes the
+/// planes back (8 + 2 × 2 × sizeof(value_type): 24 B for float32, 16 B for bfloat16). The finiteness count and, on
+/// mask steps, the score sums ride along in registers and cache-resident partials.
+template <adalora::StatePolicy P>
 double moved_bytes(const adapter_set& s, bool /*mask*/) {
-  return 24.0 * static_cast<double>(s.elements);
+  const double state = 2.0 * 2.0 * sizeof(typename P::value_type);  // two planes, read and written
+  const double check = P::buffers == 1 ? 8.0 : 0.0;
+  return (check + 8.0 + state) * static_cast<double>(s.elements);
 }
 
 void set_byte_counters(benchmark::State& st, double required, double moved, int threads) {
@@ -112,12 +120,13 @@ void set_byte_counters(benchmark::State& st, double required, double moved, int 
   st.counters["threads"] = threads;
 }
 
-template <class B>
+template <class B, adalora::StatePolicy P>
 void bm_step(benchmark::State& st, std::string set_name, bool mask) {
   auto& s = adapter_set::get(set_name);
   std::int64_t t = 0;
   const auto cfg = bench_config(mask, t);
-  adalora::rank_allocator<B> alloc(cfg);
+  using allocator = adalora::rank_allocator<B, adalora::sensitivity_uncertainty, adalora::cubic_schedule, float, self_communicator, P>;
+  allocator alloc(cfg);
   for (std::size_t k = 0; k < s.adapters(); ++k) alloc.add_adapter(s.shapes[k].name, s.views(k));
   alloc.step(t++);  // the first step allocates the importance state; not timed
   for (auto _ : st) {
@@ -125,7 +134,8 @@ void bm_step(benchmark::State& st, std::string set_name, bool mask) {
     benchmark::DoNotOptimize(rep);
     if (mask && !rep.masked) st.SkipWithError("expected a mask step");
   }
-  set_byte_counters(st, required_bytes(s, mask), moved_bytes(s, mask), bench::backend_threads<B>());
+  set_byte_counters(st, required_bytes(s, mask), moved_bytes<P>(s, mask), bench::backend_threads<B>());
+  st.counters["state_B"] = static_cast<double>(allocator::state_bytes_per_parameter);
 }
 
 // ---- a fused single pass, to show what the memory system allows ----------------------------------------------
@@ -237,10 +247,17 @@ struct register_backend {
   std::string set;
   template <class B>
   void operator()() const {
+    add<B, adalora::in_place_state>();
+    add<B, adalora::double_buffered_state>();
+    add<B, adalora::in_place_bf16_state>();
+  }
+  template <class B, adalora::StatePolicy P>
+  void add() const {
     const std::string b = B::name;
     for (bool mask : {false, true})
-      benchmark::RegisterBenchmark(("step/" + std::string(mask ? "mask/" : "update/") + set + "/" + b).c_str(),
-                                   [s = set, mask](benchmark::State& st) { bm_step<B>(st, s, mask); })
+      benchmark::RegisterBenchmark(
+          ("step/" + std::string(mask ? "mask/" : "update/") + set + "/" + b + "/" + P::name).c_str(),
+          [s = set, mask](benchmark::State& st) { bm_step<B, P>(st, s, mask); })
           ->UseRealTime()
           ->Unit(benchmark::kMillisecond);
   }
@@ -253,22 +270,32 @@ void summary(const std::map<std::string, bench::result>& r) {
     const auto c = it->second.counters.find(counter);
     return c == it->second.counters.end() ? -1.0 : c->second;
   };
-  std::printf("\nSummary: bytes/s the step must move, as a share of this run's bandwidth on the same thread count\n");
-  std::printf("%-34s %10s %9s %9s %8s %9s %8s\n", "benchmark", "ms/step", "GB/s", "moved", "threads", "% copy",
-              "% upd.p");
+  std::printf("\nSummary: bytes/s the step must move, as a share of this run's bandwidth on the same thread count;\n"
+              "x fused: the step's time over the hand-written in-place kernel's (fused/<kind>/<set>) on as many threads\n");
+  std::printf("%-44s %9s %8s %8s %7s %7s %7s %7s %7s\n", "benchmark", "ms/step", "GB/s", "moved", "threads", "B/param",
+              "% copy", "% upd.p", "x fused");
   for (const auto& [name, res] : r) {
     if (name.rfind("bandwidth/", 0) == 0) continue;
-    const double bytes = rate(name, "bytes"), moved = rate(name, "moved");
+    const double bytes = rate(name, "bytes"), moved = rate(name, "moved"), state = rate(name, "state_B");
     const int threads = static_cast<int>(rate(name, "threads"));
     const std::string suffix = "/threads:" + std::to_string(threads);
     const double copy = rate("bandwidth/copy" + suffix, "bytes");
     const double pattern = rate("bandwidth/update_pattern" + suffix, "bytes");
-    char moved_s[32] = "-", copy_s[32] = "-", pat_s[32] = "-";
+    // step/<kind>/<set>/<backend>/<state> against fused/<kind>/<set>/threads:<threads>
+    double fused = -1.0;
+    if (name.rfind("step/", 0) == 0) {
+      const auto kind_set = name.substr(5, name.find('/', name.find('/', 5) + 1) - 5);
+      const auto it = r.find("fused/" + kind_set + suffix);
+      if (it != r.end()) fused = it->second.seconds;
+    }
+    char moved_s[32] = "-", copy_s[32] = "-", pat_s[32] = "-", state_s[32] = "-", fused_s[32] = "-";
     if (moved > 0) std::snprintf(moved_s, sizeof moved_s, "%.2f", moved / 1e9);
     if (copy > 0) std::snprintf(copy_s, sizeof copy_s, "%.0f%%", 100.0 * bytes / copy);
     if (pattern > 0) std::snprintf(pat_s, sizeof pat_s, "%.0f%%", 100.0 * bytes / pattern);
-    std::printf("%-34s %10.3f %9.2f %9s %8d %9s %8s\n", name.c_str(), res.seconds * 1e3, bytes / 1e9, moved_s, threads,
-                copy_s, pat_s);
+    if (state > 0) std::snprintf(state_s, sizeof state_s, "%.0f", state);
+    if (fused > 0) std::snprintf(fused_s, sizeof fused_s, "%.2f", res.seconds / fused);
+    std::printf("%-44s %9.3f %8.2f %8s %7d %7s %7s %7s %7s\n", name.c_str(), res.seconds * 1e3, bytes / 1e9, moved_s,
+                threads, state_s, copy_s, pat_s, fused_s);
   }
   for (const auto& [name, res] : r)
     if (name.rfind("bandwidth/", 0) == 0)

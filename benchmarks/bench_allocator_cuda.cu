@@ -3,14 +3,17 @@
 //
 // Benchmarks (names are what --benchmark_filter matches):
 //   bandwidth/copy/cuda             cudaMemcpyAsync device to device of 1 GiB (bytes = read + written)
-//   step/update/<set>/cuda          allocator.step(t) in the warm-up phase (fused update + its non-finite count)
-//   step/mask/<set>/cuda            allocator.step(t) on a mask step (+ triplet scores, CUB selection, masks)
-//   step/update/<set>/cuda-bf16     the same with bfloat16 parameters and gradients (float32 importance state)
+//   step/update/<set>/cuda/<state>       allocator.step(t) in the warm-up phase (update pass + its checks)
+//   step/mask/<set>/cuda/<state>         allocator.step(t) on a mask step (+ triplet scores, CUB selection, masks)
+//   step/update/<set>/cuda-bf16/<state>  the same with bfloat16 parameters and gradients
+// <state>: the state policy, in_place (the default: 8 B of importance state per parameter), double_buffered (16 B)
+// or in_place_bf16 (4 B).
 // Counters: bytes = the bytes per second the step must move (θ and g read, both EMA planes read and written);
 // launches = backend calls per step, counted by adalora::counting_backend (each is one kernel, library call or copy:
 // the fused pass's block launch included); allocs = device allocations per step (buffers and scratch; 0 after the
 // first step). Timing is wall time per step, and every step ends synchronized (its count of non-finite inputs is read
-// back). The device's default memory pool keeps what it frees (bench_cuda.hpp).
+// back). The device's default memory pool keeps what it frees (bench_cuda.hpp). state_B = bytes of importance state
+// per adapter parameter, state_MB = what the allocator holds (rank_allocator::state_bytes()).
 #include <benchmark/benchmark.h>
 
 #include <cstddef>
@@ -93,13 +96,15 @@ std::vector<bench::adapter_shape> shapes_of(const std::string& set) {
   return set == "llama" ? bench::llama_shapes() : bench::deberta_shapes();
 }
 
-template <class T>
+template <class T, adalora::StatePolicy P>
 void bm_step(benchmark::State& st, std::string set, bool mask) {
   device_set<T> s(shapes_of(set));
   std::int64_t t = 0;
   counting_cuda_backend backend;
-  adalora::rank_allocator<counting_cuda_backend, adalora::sensitivity_uncertainty, adalora::cubic_schedule, T> alloc(
-      bench_config(mask, t), backend);
+  using allocator =
+      adalora::rank_allocator<counting_cuda_backend, adalora::sensitivity_uncertainty, adalora::cubic_schedule, T,
+                              adalora::self_communicator, P>;
+  allocator alloc(bench_config(mask, t), backend);
   for (std::size_t k = 0; k < s.shapes.size(); ++k) alloc.add_adapter(s.shapes[k].name, s.views(k));
   alloc.step(t++);  // allocates the plan and the importance state; not timed
   const std::size_t before = alloc.backend().counts().calls;
@@ -120,6 +125,17 @@ void bm_step(benchmark::State& st, std::string set, bool mask) {
   st.counters["launches"] = per_step(alloc.backend().counts().calls - before);
   st.counters["allocs"] = per_step(alloc.backend().system().device_allocations() - allocs_before);
   st.counters["adapters"] = static_cast<double>(s.shapes.size());
+  st.counters["state_B"] = static_cast<double>(allocator::state_bytes_per_parameter);
+  st.counters["state_MB"] = static_cast<double>(alloc.state_bytes()) / 1e6;
+}
+
+template <class T, adalora::StatePolicy P>
+void register_step(const std::string& set, const char* params, bool mask) {
+  benchmark::RegisterBenchmark(
+      ("step/" + std::string(mask ? "mask/" : "update/") + set + "/" + params + "/" + P::name).c_str(),
+      [set, mask](benchmark::State& st) { bm_step<T, P>(st, set, mask); })
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
 }
 
 void bm_copy(benchmark::State& st) {
@@ -139,19 +155,20 @@ void summary(const std::map<std::string, bench::result>& r) {
   const auto copy = r.find("bandwidth/copy/cuda");
   const double copy_bytes = copy == r.end() ? -1.0 : copy->second.counters.at("bytes");
   std::printf("\nSummary: bytes/s the step must move, as a share of this run's device-to-device copy bandwidth\n");
-  std::printf("%-30s %10s %9s %8s %9s %7s %9s\n", "benchmark", "ms/step", "GB/s", "% copy", "launches", "allocs",
-              "adapters");
+  std::printf("%-40s %10s %9s %8s %9s %7s %9s %8s %9s\n", "benchmark", "ms/step", "GB/s", "% copy", "launches",
+              "allocs", "adapters", "B/param", "state MB");
   for (const auto& [name, res] : r) {
     if (name.rfind("bandwidth/", 0) == 0) continue;
     const double bytes = res.counters.count("bytes") ? res.counters.at("bytes") : 0.0;
     char share[32] = "-";
     if (copy_bytes > 0) std::snprintf(share, sizeof share, "%.0f%%", 100.0 * bytes / copy_bytes);
     const auto counter = [&](const char* c) { return res.counters.count(c) ? res.counters.at(c) : 0.0; };
-    std::printf("%-30s %10.3f %9.1f %8s %9.0f %7.0f %9.0f\n", name.c_str(), res.seconds * 1e3, bytes / 1e9, share,
-                counter("launches"), counter("allocs"), counter("adapters"));
+    std::printf("%-40s %10.3f %9.1f %8s %9.0f %7.0f %9.0f %8.0f %9.1f\n", name.c_str(), res.seconds * 1e3, bytes / 1e9,
+                share, counter("launches"), counter("allocs"), counter("adapters"), counter("state_B"),
+                counter("state_MB"));
   }
   if (copy_bytes > 0)
-    std::printf("%-30s %10.3f %9.1f GB/s\n", "bandwidth/copy/cuda", copy->second.seconds * 1e3, copy_bytes / 1e9);
+    std::printf("%-40s %10.3f %9.1f GB/s\n", "bandwidth/copy/cuda", copy->second.seconds * 1e3, copy_bytes / 1e9);
 }
 
 }  // namespace bench_cuda
@@ -160,17 +177,15 @@ int main(int argc, char** argv) {
   using namespace bench_cuda;
   if (!bench::prepare_cuda_device("bench_allocator_cuda")) return 1;
   benchmark::RegisterBenchmark("bandwidth/copy/cuda", bm_copy)->UseRealTime()->Unit(benchmark::kMillisecond);
-  for (const char* set : {"deberta", "llama"}) {
-    for (bool mask : {false, true})
-      benchmark::RegisterBenchmark(("step/" + std::string(mask ? "mask/" : "update/") + set + "/cuda").c_str(),
-                                   [s = std::string(set), mask](benchmark::State& st) { bm_step<float>(st, s, mask); })
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond);
-    benchmark::RegisterBenchmark(
-        ("step/update/" + std::string(set) + "/cuda-bf16").c_str(),
-        [s = std::string(set)](benchmark::State& st) { bm_step<adalora::bfloat16>(st, s, false); })
-        ->UseRealTime()
-        ->Unit(benchmark::kMillisecond);
+  for (const std::string set : {"deberta", "llama"}) {
+    for (bool mask : {false, true}) {
+      register_step<float, adalora::in_place_state>(set, "cuda", mask);
+      register_step<float, adalora::double_buffered_state>(set, "cuda", mask);
+      register_step<float, adalora::in_place_bf16_state>(set, "cuda", mask);
+    }
+    register_step<adalora::bfloat16, adalora::in_place_state>(set, "cuda-bf16", false);
+    register_step<adalora::bfloat16, adalora::double_buffered_state>(set, "cuda-bf16", false);
+    register_step<adalora::bfloat16, adalora::in_place_bf16_state>(set, "cuda-bf16", false);
   }
   return bench::run_main(argc, argv, summary);
 }

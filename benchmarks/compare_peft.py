@@ -21,9 +21,14 @@ What is timed, for both: one allocator step per optimizer step, after the gradie
 PEFT runs on a torch.nn.Module holding only the adapters' parameters, named as PEFT names them
 (`<module>.lora_A.default`, `.lora_E.default`, `.lora_B.default`) so that RankAllocator's name matching works;
 the base weights play no part in the allocator. The C++ side is `bench_allocator --benchmark_filter=^step/...`
-(its `step/<kind>/<set>/<backend>` benchmarks), run in a subprocess with the same OMP_NUM_THREADS. The column
-`fused-ref` is bench_allocator's hand-written single-pass kernel (`fused/<kind>/<set>/threads:N`): not the library,
-but what the fusion proposed in benchmarks/README.md would reach.
+(its `step/<kind>/<set>/<backend>/<state policy>` benchmarks), run in a subprocess with the same OMP_NUM_THREADS.
+The column `fused-ref` is bench_allocator's hand-written single-pass kernel (`fused/<kind>/<set>/threads:N`): not
+the library, but what a single in-place pass (without the promise that a refused step changes nothing) reaches.
+
+Memory: the importance state each side holds between steps, in bytes per adapter parameter and in all: PEFT's
+RankAllocator keeps three float32 tensors per parameter (ipt, exp_avg_ipt, exp_avg_unc: 12 B), measured from its
+dictionaries after the timed steps; the library's state policies hold 8 B (in_place, the default), 16 B
+(double_buffered) or 4 B (in_place_bf16), bench_allocator's `state_B` counter.
 """
 import argparse
 import gc
@@ -47,6 +52,7 @@ def parse_args():
     p.add_argument("--peft-steps", type=int, default=0,
                    help="timed PEFT steps per measurement (default: 30 for deberta, 8 for llama)")
     p.add_argument("--min-time", type=float, default=1.0, help="--benchmark_min_time of the C++ run (seconds)")
+    p.add_argument("--backends", default="", help="comma-separated C++ backends to run (default: every one built)")
     p.add_argument("--json", default="", help="also write the results as JSON to this file")
     return p.parse_args()
 
@@ -120,8 +126,16 @@ def build_model(shapes):
     return root
 
 
+def peft_state_bytes(alloc):
+    """Bytes of the tensors RankAllocator keeps between steps (ipt, exp_avg_ipt, exp_avg_unc)."""
+    total = 0
+    for held in (alloc.ipt, alloc.exp_avg_ipt, alloc.exp_avg_unc):
+        total += sum(t.numel() * t.element_size() for t in held.values())
+    return total
+
+
 def time_peft(shapes, kind, steps):
-    """Median seconds per RankAllocator.update_and_allocate call."""
+    """Median seconds per RankAllocator.update_and_allocate call, the budget, and the state's bytes."""
     model = build_model(shapes)
     big = 2**41
     if kind == "update":
@@ -141,9 +155,10 @@ def time_peft(shapes, kind, steps):
         start = time.perf_counter()
         budget, pattern = alloc.update_and_allocate(model, t0 + i)
         times.append(time.perf_counter() - start)
+    state = peft_state_bytes(alloc)
     del alloc, model
     gc.collect()
-    return statistics.median(times), budget
+    return statistics.median(times), budget, state
 
 
 def run_cpp(sets):
@@ -152,7 +167,8 @@ def run_cpp(sets):
         sys.exit(f"compare_peft.py: no bench_allocator at {ARGS.bench}; build it (see the top of this file) or pass "
                  "--bench")
     sets_re = "|".join(sets)
-    filt = (f"^(step/(update|mask)/({sets_re})/|fused/(update|mask)/({sets_re})/threads:{ARGS.threads}/|"
+    backends_re = "|".join(b for b in ARGS.backends.split(",") if b) or "[^/]+"
+    filt = (f"^(step/(update|mask)/({sets_re})/({backends_re})/|fused/(update|mask)/({sets_re})/threads:{ARGS.threads}/|"
             f"bandwidth/copy/threads:{ARGS.threads}/)")
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "bench.json")
@@ -170,8 +186,13 @@ def run_cpp(sets):
             continue
         name = b["run_name"].split("/min_time")[0].split("/real_time")[0]
         res[name] = {"seconds": b["real_time"] * unit[b["time_unit"]], "bytes": b.get("bytes"),
-                     "threads": b.get("threads")}
+                     "threads": b.get("threads"), "state_B": b.get("state_B")}
     return res
+
+
+def parameters(shapes):
+    """Adapter parameters of a set: r · (in + 1 + out) per adapter."""
+    return sum(INIT_R * (fin + 1 + fout) for _, fin, fout in shapes)
 
 
 def main():
@@ -183,21 +204,25 @@ def main():
     print(f"torch {torch.__version__}, peft {peft.__version__}, torch threads {torch.get_num_threads()}, "
           f"OMP_NUM_THREADS {os.environ['OMP_NUM_THREADS']}", flush=True)
 
-    peft_res = {}
+    peft_res, peft_state = {}, {}
     for s in sets:
         shapes = SHAPES[s]()
         steps = ARGS.peft_steps or (30 if s == "deberta" else 8)
         for kind in ("update", "mask"):
-            sec, budget = time_peft(shapes, kind, steps)
+            sec, budget, state = time_peft(shapes, kind, steps)
             peft_res[(s, kind)] = sec
-            print(f"PEFT {kind:6s} {s:8s} {sec * 1e3:9.2f} ms/step  (median of {steps}; budget {budget})", flush=True)
+            peft_state[s] = state
+            print(f"PEFT {kind:6s} {s:8s} {sec * 1e3:9.2f} ms/step  (median of {steps}; budget {budget}; state "
+                  f"{state / 1e6:.1f} MB)", flush=True)
 
     cpp = run_cpp(sets)
     backends = []
     for name in cpp:
         parts = name.split("/")
-        if parts[0] == "step" and parts[3] not in backends:
-            backends.append(parts[3])
+        if parts[0] == "step":
+            b = "/".join(parts[3:])  # backend/state policy
+            if b not in backends:
+                backends.append(b)
     # the hand-written single-pass kernel of bench_allocator (fused/...): what the proposed fusion would reach; not
     # the library
     for name in list(cpp):
@@ -210,7 +235,7 @@ def main():
     rows = []
     header = f"{'set':8s} {'step':6s} {'PEFT ms':>9s}"
     for b in backends:
-        header += f" {b + ' ms':>15s} {'x':>6s}"
+        header += f" {b + ' ms':>30s} {'x':>6s}"
     print(f"\nAllocator step, PEFT RankAllocator vs adalora::rank_allocator ({ARGS.threads} threads; x = PEFT time / "
           "C++ time; fused-ref = bench_allocator's hand-written single-pass kernel, not the library)")
     print(header)
@@ -222,9 +247,9 @@ def main():
             for b in backends:
                 c = cpp.get(f"step/{kind}/{s}/{b}")
                 if c is None:
-                    line += f" {'-':>15s} {'-':>6s}"
+                    line += f" {'-':>30s} {'-':>6s}"
                     continue
-                line += f" {c['seconds'] * 1e3:15.2f} {p / c['seconds']:6.1f}"
+                line += f" {c['seconds'] * 1e3:30.2f} {p / c['seconds']:6.1f}"
                 row[b + "_ms"] = c["seconds"] * 1e3
                 row[b + "_speedup"] = p / c["seconds"]
             print(line)
@@ -232,10 +257,29 @@ def main():
     for name, c in cpp.items():
         if name.startswith("bandwidth/"):
             print(f"{name}: {c['bytes'] / 1e9:.2f} GB/s")
+
+    # the importance state each side holds between steps
+    memory = []
+    print("\nImportance state held between steps (bytes per adapter parameter, and in all)")
+    print(f"{'set':8s} {'parameters':>12s} {'holder':32s} {'B/param':>8s} {'MB':>9s}")
+    for s in sets:
+        n = parameters(SHAPES[s]())
+        entries = [("PEFT RankAllocator", peft_state[s] / n)]
+        policies = []
+        for name, c in cpp.items():
+            parts = name.split("/")
+            if parts[0] == "step" and parts[2] == s and len(parts) > 4 and c.get("state_B"):
+                if parts[4] not in [p for p, _ in policies]:
+                    policies.append((parts[4], c["state_B"]))
+        entries += [(f"adalora {p}", b) for p, b in policies]
+        for holder, per in entries:
+            print(f"{s:8s} {n:12d} {holder:32s} {per:8.1f} {per * n / 1e6:9.1f}")
+            memory.append({"set": s, "parameters": n, "holder": holder, "bytes_per_parameter": per,
+                           "megabytes": per * n / 1e6})
     if ARGS.json:
         with open(ARGS.json, "w") as f:
             json.dump({"threads": ARGS.threads, "torch": torch.__version__, "peft": peft.__version__, "rows": rows,
-                       "cpp": cpp}, f, indent=1)
+                       "memory": memory, "cpp": cpp}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ Before every timed step, each parameter gets a new gradient tensor (as after zer
 drop-in's time includes following the re-allocated gradients (one data_ptr() and stride() per tensor) and, on mask
 steps, building PEFT's rank_pattern dict. Each thread count runs in its own process (torch's and adalora's OpenMP
 pools both sized by OMP_NUM_THREADS and torch.set_num_threads). x = PEFT time / drop-in time; vs C++ = drop-in time
-/ bench_allocator's thrust-omp step (the same step, same shapes, same threads, without Python).
+/ bench_allocator's thrust-omp step with the default (in-place) state policy, as the package's allocators keep their
+state (the same step, same shapes, same threads, without Python).
 """
 from __future__ import annotations
 
@@ -187,7 +188,8 @@ def run_cpp(bench, sets, threads, min_time):
     if not bench or not os.access(bench, os.X_OK):
         return {}
     sets_re = "|".join(sets)
-    filt = f"^step/(update|mask)/({sets_re})/thrust-omp"
+    # the state policy the Python package's allocators use: the library's default (in place)
+    filt = f"^step/(update|mask)/({sets_re})/thrust-omp/in_place/"
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "bench.json")
         cmd = [bench, f"--benchmark_filter={filt}", f"--benchmark_min_time={min_time}", f"--benchmark_out={out}",

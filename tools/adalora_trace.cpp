@@ -1,6 +1,6 @@
 // adalora-trace: replays PEFT reference traces through the library and prints PASS/FAIL per file.
 //
-//   adalora-trace [--backend eigen|xtensor|thrust|cuda] FILE...
+//   adalora-trace [--backend eigen|xtensor|thrust|cuda] [--state-policy in_place|double_buffered] FILE...
 //
 // One line per file, then "N passed, M failed" (", K skipped" for trace kinds this build cannot replay yet).
 // Exit status: 0 when nothing failed, 1 when something failed, 2 on a usage error (among them a backend that this
@@ -19,8 +19,8 @@
 
 namespace adalora::tools {
 
-validate::trace_result replay_eigen(const io::safetensors_file& file, trace_kind kind) {
-  return replay_on<eigen_backend>(file, kind);
+validate::trace_result replay_eigen(const io::safetensors_file& file, trace_kind kind, trace_state state) {
+  return replay_on<eigen_backend>(file, kind, state);
 }
 
 }  // namespace adalora::tools
@@ -28,12 +28,13 @@ validate::trace_result replay_eigen(const io::safetensors_file& file, trace_kind
 namespace {
 
 using adalora::tools::trace_kind;
+using adalora::tools::trace_state;
 using adalora::validate::trace_result;
 
 /// A backend adalora-trace knows: its replay function when this build has it, else how to get it.
 struct trace_backend {
   std::string_view name;
-  trace_result (*replay)(const adalora::io::safetensors_file&, trace_kind);
+  trace_result (*replay)(const adalora::io::safetensors_file&, trace_kind, trace_state);
   std::string_view how_to_build;
 };
 
@@ -65,26 +66,28 @@ std::string built_backends() {
 }
 
 void usage(std::ostream& os) {
-  os << "usage: adalora-trace [--backend NAME] FILE...\n"
+  os << "usage: adalora-trace [--backend NAME] [--state-policy in_place|double_buffered] FILE...\n"
         "Replays reference traces (formats adalora-trace/alloc/1, adalora-trace/layer/1) and compares every step.\n"
         "backends in this build: "
-     << built_backends() << " (default: eigen)\n";
+     << built_backends()
+     << " (default: eigen)\n"
+        "state policies (the allocator's importance state; both PEFT-exact): in_place (default), double_buffered\n";
 }
 
-trace_result replay(const std::string& path, const trace_backend& backend) {
+trace_result replay(const std::string& path, const trace_backend& backend, trace_state state) {
   const auto file = adalora::io::safetensors_file::open(path);
   const auto& md = file.metadata();
   const auto fmt = md.find("format");
   if (fmt == md.end()) throw adalora::format_error("no __metadata__.format: not an adalora trace");
-  if (fmt->second == "adalora-trace/alloc/1") return backend.replay(file, trace_kind::alloc);
-  if (fmt->second == "adalora-trace/layer/1") return backend.replay(file, trace_kind::layer);
+  if (fmt->second == "adalora-trace/alloc/1") return backend.replay(file, trace_kind::alloc, state);
+  if (fmt->second == "adalora-trace/layer/1") return backend.replay(file, trace_kind::layer, state);
   throw adalora::format_error("unknown trace format '" + fmt->second + "'");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string backend = "eigen";
+  std::string backend = "eigen", policy = "in_place";
   std::vector<std::string> files;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -95,6 +98,10 @@ int main(int argc, char** argv) {
       backend = argv[++i];
     } else if (a.rfind("--backend=", 0) == 0) {
       backend = a.substr(std::strlen("--backend="));
+    } else if (a == "--state-policy" && i + 1 < argc) {
+      policy = argv[++i];
+    } else if (a.rfind("--state-policy=", 0) == 0) {
+      policy = a.substr(std::strlen("--state-policy="));
     } else if (a.rfind("--", 0) == 0) {
       std::cerr << "adalora-trace: unknown option '" << a << "'\n";
       usage(std::cerr);
@@ -103,6 +110,11 @@ int main(int argc, char** argv) {
       files.push_back(a);
     }
   }
+  if (policy != "in_place" && policy != "double_buffered") {
+    std::cerr << "adalora-trace: unknown state policy '" << policy << "'; use in_place or double_buffered\n";
+    return 2;
+  }
+  const trace_state state = policy == "double_buffered" ? trace_state::double_buffered : trace_state::in_place;
   const trace_backend* chosen = nullptr;
   for (const auto& b : trace_backends)
     if (b.name == backend) chosen = &b;
@@ -124,12 +136,12 @@ int main(int argc, char** argv) {
   for (const auto& f : files) {
     const std::string shown = std::filesystem::path(f).filename().string();
     try {
-      const trace_result r = replay(f, *chosen);
+      const trace_result r = replay(f, *chosen, state);
       switch (r.outcome) {
         case trace_result::status::passed:
           ++passed;
           std::cout << "PASS " << shown << " (" << r.checked << (r.kind == "layer" ? " cases" : " steps")
-                    << ", backend " << backend << ")\n";
+                    << ", backend " << backend << (r.kind == "layer" ? "" : ", state " + policy) << ")\n";
           break;
         case trace_result::status::failed:
           ++failed;

@@ -13,16 +13,24 @@ namespace adalora::tools {
 /// The two kinds of reference trace: formats adalora-trace/alloc/1 and adalora-trace/layer/1.
 enum class trace_kind { alloc, layer };
 
+/// The allocator's importance state in an allocation replay (--state-policy): the two float32 state policies, which
+/// must both reproduce PEFT exactly.
+enum class trace_state { in_place, double_buffered };
+
 /// Replays `file` on backend `backend` (what every replay_<backend> below does with its own backend).
 template <Backend B>
-validate::trace_result replay_on(const io::safetensors_file& file, trace_kind kind, B backend = B{}) {
-  return kind == trace_kind::layer ? validate::replay_layer_trace(file, std::move(backend))
-                                   : validate::replay_alloc_trace(file, std::move(backend));
+validate::trace_result replay_on(const io::safetensors_file& file, trace_kind kind, trace_state state,
+                                 B backend = B{}) {
+  if (kind == trace_kind::layer) return validate::replay_layer_trace(file, std::move(backend));
+  return state == trace_state::double_buffered
+             ? validate::replay_alloc_trace<B, double_buffered_state>(file, std::move(backend))
+             : validate::replay_alloc_trace<B, in_place_state>(file, std::move(backend));
 }
 
-validate::trace_result replay_eigen(const io::safetensors_file& file, trace_kind kind);    // adalora_trace.cpp
-validate::trace_result replay_xtensor(const io::safetensors_file& file, trace_kind kind);  // trace_xtensor.cpp
-validate::trace_result replay_thrust(const io::safetensors_file& file, trace_kind kind);   // trace_thrust.cpp
-validate::trace_result replay_cuda(const io::safetensors_file& file, trace_kind kind);     // trace_cuda.cu
+// adalora_trace.cpp, trace_xtensor.cpp, trace_thrust.cpp, trace_cuda.cu
+validate::trace_result replay_eigen(const io::safetensors_file& file, trace_kind kind, trace_state state);
+validate::trace_result replay_xtensor(const io::safetensors_file& file, trace_kind kind, trace_state state);
+validate::trace_result replay_thrust(const io::safetensors_file& file, trace_kind kind, trace_state state);
+validate::trace_result replay_cuda(const io::safetensors_file& file, trace_kind kind, trace_state state);
 
 }  // namespace adalora::tools

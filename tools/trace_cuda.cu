@@ -7,14 +7,14 @@
 
 namespace adalora::tools {
 
-validate::trace_result replay_cuda(const io::safetensors_file& file, trace_kind kind) {
+validate::trace_result replay_cuda(const io::safetensors_file& file, trace_kind kind, trace_state state) {
   int devices = 0;
   if (const cudaError_t e = cudaGetDeviceCount(&devices); e != cudaSuccess || devices == 0) {
     (void)cudaGetLastError();
     throw usage_error("--backend cuda needs a CUDA device, and there is none here (" +
                       (e == cudaSuccess ? std::string("0 devices") : detail::cuda_error_text(e)) + ")");
   }
-  return replay_on<cuda_backend>(file, kind);
+  return replay_on<cuda_backend>(file, kind, state);
 }
 
 }  // namespace adalora::tools

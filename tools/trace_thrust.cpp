@@ -4,8 +4,8 @@
 
 namespace adalora::tools {
 
-validate::trace_result replay_thrust(const io::safetensors_file& file, trace_kind kind) {
-  return replay_on<thrust_omp_backend>(file, kind);
+validate::trace_result replay_thrust(const io::safetensors_file& file, trace_kind kind, trace_state state) {
+  return replay_on<thrust_omp_backend>(file, kind, state);
 }
 
 }  // namespace adalora::tools

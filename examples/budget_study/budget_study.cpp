@@ -56,7 +56,8 @@ void usage() {
       "  --large          a larger network (6 blocks, d_model 128, d_ff 256) and 1500 steps\n"
       "  --target-r N     the budget: average final rank per matrix, and LoRA's rank (default 2)\n"
       "  --methods LIST   comma-separated, from lora,adalora,adalora_sensitivity,adalora_magnitude,adalora_fisher,\n"
-      "                   one_shot (default lora,adalora,adalora_magnitude)\n"
+      "                   one_shot, adalora_bf16 (AdaLoRA with bfloat16 importance state; default\n"
+      "                   lora,adalora,adalora_magnitude)\n"
       "%s"
       "defaults: 3 seeds, out budget_study_out, 1000 steps, init_r 10, noise 0.5\n",
       common_usage);
@@ -437,6 +438,31 @@ int main(int argc, char** argv) try {
     std::printf("  LoRA - %s, paired by seed: %+.5f +- %.5f (lower for %s on %lld of %d seeds)\n",
                 opt.methods[m].short_label.c_str(), st.mean, st.sd, opt.methods[m].short_label.c_str(),
                 (long long)wins, c.seeds);
+  }
+  if (opt.runs("adalora") && opt.runs("adalora_bf16")) {
+    // the same runs but for the importance state's precision (adalora::in_place_bf16_state against the float32
+    // default): seed by seed, the held-out loss and the final ranks
+    const std::size_t f32_index = opt.index_of("adalora"), bf16_index = opt.index_of("adalora_bf16");
+    std::vector<double> d;
+    std::size_t matrices_differ = 0, ranks_moved = 0;
+    for (int seed = 0; seed < c.seeds; ++seed) {
+      const run_result *f32 = nullptr, *bf16 = nullptr;
+      for (const auto& r : results) {
+        if (r.seed == seed && r.method == f32_index) f32 = &r;
+        if (r.seed == seed && r.method == bf16_index) bf16 = &r;
+      }
+      if (!f32 || !bf16) continue;
+      d.push_back(bf16->final_loss - f32->final_loss);
+      for (std::size_t m = 0; m < f32->final_rank.size(); ++m) {
+        const auto delta = std::abs(bf16->final_rank[m] - f32->final_rank[m]);
+        matrices_differ += delta != 0 ? 1u : 0u;
+        ranks_moved += static_cast<std::size_t>(delta);
+      }
+    }
+    const auto st = summarize(d);
+    std::printf("  AdaLoRA bfloat16 state - float32 state, paired by seed: %+.5f +- %.5f [%+.5f, %+.5f]; final ranks "
+                "differ in %zu of %zu matrices over all seeds (%zu ranks moved in all)\n",
+                st.mean, st.sd, st.min, st.max, matrices_differ, c.shape.matrices() * d.size(), ranks_moved);
   }
   std::printf("\nmean final rank per matrix (true rank in brackets; the AdaLoRA methods in order):\n  %-8s", "");
   for (const char* n : projection_names) std::printf("%-26s", n);

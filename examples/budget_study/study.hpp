@@ -69,6 +69,9 @@ struct method {
   std::int64_t one_shot_warmup = 0;
   /// ≥ 0: tinit and the budgeting phase (T − tfinal − tinit) as fractions of the steps; < 0: the study's tinit, tfinal
   double tinit_fraction = -1.0, budgeting_fraction = -1.0;
+  /// The importance EMAs in bfloat16 (adalora::in_place_bf16_state, 4 B per parameter); else float32 in place (the
+  /// library's default, PEFT-exact)
+  bool bf16_state = false;
 };
 
 /// Every method the studies know, by key.
@@ -79,6 +82,10 @@ inline std::vector<method> method_catalogue() {
   all.push_back(lora);
   all.push_back({"adalora", "AdaLoRA (sensitivity x uncertainty)", "AdaLoRA",
                  "AdaLoRA (sensitivity \u00d7 uncertainty)", "#1b6ec2"});
+  method bf16{"adalora_bf16", "AdaLoRA (s x u, bfloat16 state)", "AdaLoRA-bf16",
+              "AdaLoRA (sensitivity \u00d7 uncertainty, bfloat16 state)", "#66a61e"};
+  bf16.bf16_state = true;
+  all.push_back(bf16);
   method sens{"adalora_sensitivity", "AdaLoRA (sensitivity alone)", "AdaLoRA-sens", "AdaLoRA (sensitivity alone)",
               "#7b3294"};
   sens.metric = metric_kind::sensitivity;
@@ -477,15 +484,17 @@ inline void run_lora(const study_config& c, const task& t, std::int64_t rank_, r
   train(c, t, static_cast<std::uint64_t>(r.seed), adapters, {}, {}, r, prog);
 }
 
-/// AdaLoRA with the given allocator configuration, metric and schedule; records the budget and where the rank sits.
-template <class Metric, class Schedule>
+/// AdaLoRA with the given allocator configuration, metric, schedule and state policy; records the budget and where the
+/// rank sits.
+template <class Metric, class Schedule, adalora::StatePolicy State = adalora::in_place_state>
 void run_adalora(const study_config& c, const task& t, const adalora::adalora_config& cfg, Metric metric,
                  run_result& r, progress& prog) {
   std::vector<adalora::svd_adapter<backend>> adapters;
   for (std::size_t m = 0; m < c.shape.matrices(); ++m)
     adapters.push_back(adalora::svd_adapter<backend>::from_config(c.shape.in_of(m), c.shape.out_of(m), cfg,
                                                                    1000u * static_cast<unsigned>(r.seed) + m));
-  adalora::rank_allocator<backend, Metric, Schedule> allocator(cfg, std::move(metric));
+  adalora::rank_allocator<backend, Metric, Schedule, float, adalora::self_communicator, State> allocator(
+      cfg, std::move(metric));
   std::vector<adalora::svd_adapter<backend>*> ptrs;
   for (std::size_t m = 0; m < adapters.size(); ++m) {
     allocator.add_adapter(c.shape.name_of(m), adapters[m].allocator_views());
@@ -510,13 +519,17 @@ void run_adalora(const study_config& c, const task& t, const adalora::adalora_co
     r.final_params += static_cast<std::size_t>(r.final_rank[m]) * (c.shape.in_of(m) + c.shape.out_of(m) + 1);
 }
 
-template <class Metric>
+template <class Metric, adalora::StatePolicy State = adalora::in_place_state>
 void run_adalora_with(const study_config& c, const task& t, const method& m, const adalora::adalora_config& cfg,
                       Metric metric, run_result& r, progress& prog) {
   switch (m.schedule) {
-    case schedule_kind::cubic: run_adalora<Metric, adalora::cubic_schedule>(c, t, cfg, metric, r, prog); break;
-    case schedule_kind::linear: run_adalora<Metric, adalora::linear_schedule>(c, t, cfg, metric, r, prog); break;
-    case schedule_kind::constant: run_adalora<Metric, adalora::constant_schedule>(c, t, cfg, metric, r, prog); break;
+    case schedule_kind::cubic: run_adalora<Metric, adalora::cubic_schedule, State>(c, t, cfg, metric, r, prog); break;
+    case schedule_kind::linear:
+      run_adalora<Metric, adalora::linear_schedule, State>(c, t, cfg, metric, r, prog);
+      break;
+    case schedule_kind::constant:
+      run_adalora<Metric, adalora::constant_schedule, State>(c, t, cfg, metric, r, prog);
+      break;
   }
 }
 
@@ -528,6 +541,9 @@ inline void run_method(const study_config& c, const task& t, const method& m, st
   const adalora::adalora_config cfg = adalora_config_for(c, m, target);
   switch (m.metric) {
     case metric_kind::sensitivity_uncertainty:
+      if (m.bf16_state)
+        return run_adalora_with<adalora::sensitivity_uncertainty, adalora::in_place_bf16_state>(
+            c, t, m, cfg, adalora::sensitivity_uncertainty(cfg), r, prog);
       return run_adalora_with(c, t, m, cfg, adalora::sensitivity_uncertainty(cfg), r, prog);
     case metric_kind::sensitivity: return run_adalora_with(c, t, m, cfg, smoothed_sensitivity(cfg), r, prog);
     case metric_kind::magnitude: return run_adalora_with(c, t, m, cfg, adalora::magnitude{}, r, prog);

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
 
 #include "adalora/allocation/rank_allocator.hpp"
 #include "support/adapter_fixture.hpp"
@@ -20,12 +21,13 @@ adalora_config error_config() {
 
 /// Runs a healthy allocator and a twin that also meets a failing call at `fail_at`; after the failure both must
 /// stay identical (λ, budgets, patterns), proving the failed call changed nothing.
-template <class B, class Break, class Mend>
+template <class B, StatePolicy P = in_place_state, class Break, class Mend>
 void check_failure_changes_nothing(std::int64_t fail_at, Break break_inputs, Mend mend_inputs,
                                    const char* message_fragment) {
   const adalora_config cfg = error_config();
   adapter_fixture<B> a(B{}, {{4, 5, 3}, {4, 2, 6}}, 77), b(B{}, {{4, 5, 3}, {4, 2, 6}}, 77);
-  rank_allocator<B> healthy(cfg), twin(cfg);
+  using allocator = rank_allocator<B, sensitivity_uncertainty, cubic_schedule, float, self_communicator, P>;
+  allocator healthy(cfg), twin(cfg);
   for (std::size_t k = 0; k < 2; ++k) {
     healthy.add_adapter(a.name(k), a.views(k));
     twin.add_adapter(b.name(k), b.views(k));
@@ -41,7 +43,7 @@ void check_failure_changes_nothing(std::int64_t fail_at, Break break_inputs, Men
       break_inputs(twin, b);
       REQUIRE_THROWS_WITH(twin.step(t), Catch::Contains(message_fragment));
       REQUIRE(b.lambda(0) == lambda_before);
-      const auto state_after = twin.save_state();  // the importance (double-buffered) was not replaced
+      const auto state_after = twin.save_state();  // the importance was not replaced (or overwritten in place)
       REQUIRE(state_after.importance_live == state_before.importance_live);
       REQUIRE(state_after.importance == state_before.importance);
       REQUIRE(twin.last_step() == (t ? std::optional<std::int64_t>(t - 1) : std::nullopt));
@@ -84,12 +86,75 @@ TEMPLATE_LIST_TEST_CASE("a non-finite gradient or parameter is a clear error tha
                         "[allocator][errors]", backends_under_test) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const float inf = std::numeric_limits<float>::infinity();
-  check_failure_changes_nothing<TestType>(
-      5, [&](auto&, auto& fx) { fx.poke(0, "gA", 3, nan); }, [](auto&, auto& fx) { fx.upload(); },
-      "the gradient of lora_A has 1 of 20 elements NaN or infinite");
-  check_failure_changes_nothing<TestType>(
-      6, [&](auto&, auto& fx) { fx.poke(1, "E", 2, -inf); }, [](auto&, auto& fx) { fx.upload(); },
-      "adapter 'layers.0.v': lora_E has 1 of 4 elements NaN or infinite");
+  auto each_policy = [&]<StatePolicy P>() {
+    INFO("state policy " << P::name);
+    check_failure_changes_nothing<TestType, P>(
+        5, [&](auto&, auto& fx) { fx.poke(0, "gA", 3, nan); }, [](auto&, auto& fx) { fx.upload(); },
+        "the gradient of lora_A has 1 of 20 elements NaN or infinite");
+    check_failure_changes_nothing<TestType, P>(
+        6, [&](auto&, auto& fx) { fx.poke(1, "E", 2, -inf); }, [](auto&, auto& fx) { fx.upload(); },
+        "adapter 'layers.0.v': lora_E has 1 of 4 elements NaN or infinite");
+    // on a mask step, in the last tile
+    check_failure_changes_nothing<TestType, P>(
+        4, [&](auto&, auto& fx) { fx.poke(1, "gB", 23, inf); }, [](auto&, auto& fx) { fx.upload(); },
+        "the gradient of lora_B has 1 of 24 elements NaN or infinite");
+  };
+  each_policy.template operator()<in_place_state>();
+  each_policy.template operator()<double_buffered_state>();
+  each_policy.template operator()<in_place_bf16_state>();
+}
+
+TEMPLATE_LIST_TEST_CASE("in place and double-buffered agree on inputs beyond the in-place check's bound",
+                        "[allocator][errors]", backends_under_test) {
+  // |θ·g| = 2^80 is finite but beyond sensitivity_uncertainty's safe bound (2^62): the in-place step tries the update
+  // whole before it overwrites anything, and from then on (its state beyond the bound) every step does; so does the
+  // first step after restoring a state. Whatever the library decides about such inputs, both policies must decide
+  // the same and hold the same bits afterwards.
+  const adalora_config cfg = error_config();
+  adapter_fixture<TestType> a(TestType{}, {{4, 5, 3}, {4, 2, 6}}, 5), b(TestType{}, {{4, 5, 3}, {4, 2, 6}}, 5);
+  rank_allocator<TestType, sensitivity_uncertainty, cubic_schedule, float, self_communicator, double_buffered_state> twin(cfg);
+  rank_allocator<TestType> in_place(cfg);
+  for (std::size_t k = 0; k < 2; ++k) {
+    twin.add_adapter(a.name(k), a.views(k));
+    in_place.add_adapter(b.name(k), b.views(k));
+  }
+  for (std::int64_t t = 0; t < cfg.total_step; ++t) {
+    a.perturb();
+    b.perturb();
+    a.upload();
+    b.upload();
+    if (t == 2 || t == 3) {
+      for (auto* fx : {&a, &b}) {
+        fx->poke(0, "A", 7, 0x1p40f);
+        fx->poke(0, "gA", 7, 0x1p40f);
+      }
+    }
+    if (t == 8) {  // both resume from a state with a value far beyond the bound (no check can know it)
+      auto s = twin.save_state();
+      s.importance.at(3) = 0x1p100f;
+      twin.restore_state(s);
+      in_place.restore_state(s);
+    }
+    std::string err_a, err_b;
+    try {
+      twin.step(t);
+    } catch (const error& e) {
+      err_a = e.what();
+    }
+    try {
+      in_place.step(t);
+    } catch (const error& e) {
+      err_b = e.what();
+    }
+    INFO("step " << t);
+    REQUIRE(err_a == err_b);
+    const auto sa = twin.save_state(), sb = in_place.save_state();
+    REQUIRE(sa.importance.size() == sb.importance.size());
+    for (std::size_t i = 0; i < sa.importance.size(); ++i)
+      REQUIRE(detail::float_to_bits(sa.importance[i]) == detail::float_to_bits(sb.importance[i]));
+    REQUIRE(sa.keep == sb.keep);
+    for (std::size_t k = 0; k < 2; ++k) REQUIRE(a.lambda(k) == b.lambda(k));
+  }
 }
 
 TEMPLATE_LIST_TEST_CASE("steps must increase", "[allocator][errors]", backends_under_test) {

@@ -11,6 +11,7 @@
 #include "adalora/schedules/linear.hpp"
 #include "support/adapter_fixture.hpp"
 #include "support/backends_under_test.hpp"
+#include "validate/trace_bytes.hpp"
 
 using namespace adalora;
 using adalora::testing::adapter_fixture;
@@ -35,19 +36,22 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   // memcmp must not see the null data() of an empty vector
   return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
 }
-}  // namespace
 
-TEMPLATE_LIST_TEST_CASE("a resumed run is bit-identical to an uninterrupted one", "[checkpoint]",
-                        backends_under_test) {
+/// Runs an allocator of state policy P from start to end, and a twin that is saved to a file after step `stop`, and
+/// resumed from it by a new allocator of state policy Q; both must stay bit-identical throughout.
+template <class B, StatePolicy P, StatePolicy Q = P>
+void check_resume(std::int64_t stop) {
   const auto cfg = resume_config();
   const auto dir = std::filesystem::temp_directory_path();
-  // interruption points: warm-up, budgeting (on and off mask steps), the step before the final one, the final
-  // phase itself, and before any step at all
-  for (std::int64_t stop : {-1, 2, 9, 10, 23, 24, 27}) {
-    INFO("interrupted after step " << stop);
+  INFO("interrupted after step " << stop << ", state policy " << P::name << " resumed as " << Q::name);
+  {
+    using first = rank_allocator<B, sensitivity_uncertainty, cubic_schedule, float, self_communicator, P>;
+    using second = rank_allocator<B, sensitivity_uncertainty, cubic_schedule, float, self_communicator, Q>;
+    using TestType = B;
     adapter_fixture<TestType> whole(TestType{}, shapes, 55), split(TestType{}, shapes, 55);
-    rank_allocator<TestType> a(cfg);
-    auto b = std::make_unique<rank_allocator<TestType>>(cfg);
+    first a(cfg);
+    auto b = std::make_unique<first>(cfg);
+    std::unique_ptr<second> resumed;
     for (std::size_t k = 0; k < shapes.size(); ++k) {
       a.add_adapter(whole.name(k), whole.views(k));
       b->add_adapter(split.name(k), split.views(k));
@@ -56,29 +60,112 @@ TEMPLATE_LIST_TEST_CASE("a resumed run is bit-identical to an uninterrupted one"
     for (std::int64_t t = 0; t < cfg.total_step + 3; ++t) {
       if (t == stop + 1) {
         io::save_checkpoint(*b, path);
-        b = std::make_unique<rank_allocator<TestType>>(cfg);  // the process dies; a new one starts
-        for (std::size_t k = 0; k < shapes.size(); ++k) b->add_adapter(split.name(k), split.views(k));
-        io::load_checkpoint(*b, path);
-        REQUIRE(b->last_step() == a.last_step());
+        b.reset();  // the process dies; a new one starts
+        resumed = std::make_unique<second>(cfg);
+        for (std::size_t k = 0; k < shapes.size(); ++k) resumed->add_adapter(split.name(k), split.views(k));
+        io::load_checkpoint(*resumed, path);
+        REQUIRE(resumed->last_step() == a.last_step());
+        const auto sa = a.save_state(), sb = resumed->save_state();
+        REQUIRE(same_bits(sa.importance, sb.importance));
       }
       whole.perturb();
       split.perturb();
       whole.upload();
       split.upload();
       const auto ra = a.step(t);
-      const auto rb = b->step(t);
+      const auto rb = b ? b->step(t) : resumed->step(t);
       REQUIRE(ra.budget == rb.budget);
       REQUIRE(ra.masked == rb.masked);
       REQUIRE(ra.threshold == rb.threshold);
       for (std::size_t k = 0; k < shapes.size(); ++k) {
         REQUIRE(same_bits(whole.lambda(k), split.lambda(k)));
-        REQUIRE(a.rank_pattern(whole.name(k)) == b->rank_pattern(split.name(k)));
-        REQUIRE(same_bits(a.triplet_scores(whole.name(k)), b->triplet_scores(split.name(k))));
+        const auto pattern = b ? b->rank_pattern(split.name(k)) : resumed->rank_pattern(split.name(k));
+        REQUIRE(a.rank_pattern(whole.name(k)) == pattern);
+        const auto scores = b ? b->triplet_scores(split.name(k)) : resumed->triplet_scores(split.name(k));
+        REQUIRE(same_bits(a.triplet_scores(whole.name(k)), scores));
       }
     }
-    REQUIRE(b->pattern_frozen());
+    REQUIRE(resumed->pattern_frozen());
     std::filesystem::remove(path);
   }
+}
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("a resumed run is bit-identical to an uninterrupted one", "[checkpoint]",
+                        backends_under_test) {
+  // interruption points: warm-up, budgeting (on and off mask steps), the step before the final one, the final
+  // phase itself, and before any step at all
+  for (std::int64_t stop : {-1, 2, 9, 10, 23, 24, 27}) check_resume<TestType, in_place_state>(stop);
+  for (std::int64_t stop : {2, 10, 24}) {
+    check_resume<TestType, double_buffered_state>(stop);
+    check_resume<TestType, in_place_bf16_state>(stop);
+    // the two float32 policies hold the same numbers: a checkpoint of one resumes as the other, bit for bit
+    check_resume<TestType, double_buffered_state, in_place_state>(stop);
+    check_resume<TestType, in_place_state, double_buffered_state>(stop);
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("a checkpoint of another state value type is refused", "[checkpoint]", backends_under_test) {
+  const auto cfg = resume_config();
+  adapter_fixture<TestType> fx(TestType{}, shapes, 1);
+  rank_allocator<TestType, sensitivity_uncertainty, cubic_schedule, float, self_communicator, in_place_bf16_state> bf16(cfg);
+  rank_allocator<TestType> f32(cfg);
+  for (std::size_t k = 0; k < shapes.size(); ++k) {
+    bf16.add_adapter(fx.name(k), fx.views(k));
+    f32.add_adapter(fx.name(k), fx.views(k));
+  }
+  fx.perturb();
+  fx.upload();
+  bf16.step(0);
+  f32.step(0);
+  const auto from_bf16 = bf16.save_state(), from_f32 = f32.save_state();
+  REQUIRE(from_bf16.state_policy == "in_place_bf16");
+  REQUIRE(from_bf16.state_type == "bfloat16");
+  REQUIRE(from_f32.state_policy == "in_place");
+  REQUIRE(from_f32.state_type == "float32");
+  rank_allocator<TestType> fresh_f32(cfg);
+  rank_allocator<TestType, sensitivity_uncertainty, cubic_schedule, float, self_communicator, in_place_bf16_state> fresh_bf16(cfg);
+  for (std::size_t k = 0; k < shapes.size(); ++k) {
+    fresh_f32.add_adapter(fx.name(k), fx.views(k));
+    fresh_bf16.add_adapter(fx.name(k), fx.views(k));
+  }
+  REQUIRE_THROWS_AS(fresh_f32.restore_state(from_bf16), usage_error);
+  REQUIRE_THROWS_WITH(fresh_f32.restore_state(from_bf16),
+                      Catch::Contains("its importance state is stored as bfloat16 (state policy 'in_place_bf16') and "
+                                      "this allocator stores float32 (state policy 'in_place')"));
+  REQUIRE_THROWS_WITH(fresh_bf16.restore_state(from_f32),
+                      Catch::Contains("stored as float32 (state policy 'in_place') and this allocator stores bfloat16"));
+  REQUIRE_FALSE(fresh_f32.last_step().has_value());  // unchanged
+  REQUIRE_FALSE(fresh_bf16.importance_live());
+  // a float32 state that claims to be bfloat16 is caught value by value
+  auto forged = from_f32;
+  forged.state_type = "bfloat16";
+  forged.importance.at(0) = 1.0f + 0x1p-20f;
+  REQUIRE_THROWS_WITH(fresh_bf16.restore_state(forged), Catch::Contains("importance value 0"));
+  REQUIRE_THROWS_WITH(fresh_bf16.restore_state(forged), Catch::Contains("is not a bfloat16 number"));
+  REQUIRE_FALSE(fresh_bf16.importance_live());
+}
+
+TEMPLATE_LIST_TEST_CASE("each state policy holds the bytes it says", "[checkpoint][memory]", backends_under_test) {
+  const auto cfg = resume_config();
+  adapter_fixture<TestType> fx(TestType{}, shapes, 1);
+  std::size_t parameters = 0;
+  for (const auto& s : shapes) parameters += s.r * (s.in + 1 + s.out);
+  auto held = [&]<StatePolicy P>(std::size_t per_parameter) {
+    rank_allocator<TestType, sensitivity_uncertainty, cubic_schedule, float, self_communicator, P> a(cfg);
+    STATIC_REQUIRE(decltype(a)::state_bytes_per_parameter == adalora::state_bytes_per_parameter<P>(2));
+    REQUIRE(decltype(a)::state_bytes_per_parameter == per_parameter);
+    for (std::size_t k = 0; k < shapes.size(); ++k) a.add_adapter(fx.name(k), fx.views(k));
+    REQUIRE(a.state_bytes() == 0);
+    fx.perturb();
+    fx.upload();
+    a.step(0);
+    a.step(1);  // double-buffered: both arenas exist from the second step on
+    REQUIRE(a.state_bytes() == per_parameter * parameters);
+  };
+  held.template operator()<double_buffered_state>(16);
+  held.template operator()<in_place_state>(8);
+  held.template operator()<in_place_bf16_state>(4);
 }
 
 TEMPLATE_LIST_TEST_CASE("a checkpoint of other adapters or another config is refused", "[checkpoint]",
@@ -115,6 +202,8 @@ TEST_CASE("malformed checkpoints are format errors", "[checkpoint]") {
   s.config = resume_config();
   s.metric = "sensitivity_uncertainty";
   s.schedule = "cubic";
+  s.state_policy = "in_place_bf16";
+  s.state_type = "bfloat16";
   s.adapters = {{"a", 2, 3, 4}};
   s.keep = {1, 0};
   s.scores = {0.5f, 0.25f};
@@ -129,6 +218,20 @@ TEST_CASE("malformed checkpoints are format errors", "[checkpoint]") {
   REQUIRE(back.keep == s.keep);
   REQUIRE(back.threshold == s.threshold);
   REQUIRE(back.last_step == s.last_step);
+  REQUIRE(back.state_policy == "in_place_bf16");
+  REQUIRE(back.state_type == "bfloat16");
+
+  // a checkpoint from before state policies (no state_policy, state_type) held float32 state
+  auto old = bytes;
+  const std::string recorded = R"(,\"state_policy\":\"in_place_bf16\",\"state_type\":\"bfloat16\")";
+  adalora::testing::edit_header(old, recorded, std::string(recorded.size(), ' '));
+  const auto back_old = io::read_allocator_checkpoint(io::safetensors_file::parse(old));
+  REQUIRE(back_old.state_policy.empty());
+  REQUIRE(back_old.state_type == "float32");
+  auto odd = bytes;
+  adalora::testing::edit_header(odd, R"(\"state_type\":\"bfloat16\")", R"(\"state_type\":\"float128\")");
+  REQUIRE_THROWS_WITH(io::read_allocator_checkpoint(io::safetensors_file::parse(odd)),
+                      Catch::Contains("progress.state_type is 'float128'; expected float32 or bfloat16"));
 
   io::safetensors_writer w;
   w.add_metadata("format", "adalora-trace/alloc/1");

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 
@@ -329,7 +330,83 @@ static_assert(!ImportanceMetric<int>);
 static_assert(!BudgetSchedule<squared_gradient>);
 static_assert(!Backend<squared_gradient>);
 static_assert(!BudgetSchedule<untagged_metric>);
+// a metric without input_size / safe_bound: the in-place state policies try each update whole before storing it
+static_assert(!BoundedImportanceMetric<squared_gradient>);
+static_assert(BoundedImportanceMetric<sensitivity_uncertainty> && BoundedImportanceMetric<magnitude>);
+
+/// State policies: the three the library has join; a type with the right members but no tag does not, nor does a
+/// policy of another value type or buffer count.
+struct untagged_policy {
+  using value_type = float;
+  [[maybe_unused]] static constexpr std::size_t buffers = 1;
+  [[maybe_unused]] static constexpr const char* name = "untagged";
+};
+struct half_policy {
+  using state_policy_concept = state_policy_tag;
+  using value_type = std::uint16_t;
+  [[maybe_unused]] static constexpr std::size_t buffers = 1;
+  [[maybe_unused]] static constexpr const char* name = "half";
+};
+struct triple_policy {
+  using state_policy_concept = state_policy_tag;
+  using value_type = float;
+  [[maybe_unused]] static constexpr std::size_t buffers = 3;
+  [[maybe_unused]] static constexpr const char* name = "triple";
+};
+static_assert(StatePolicy<in_place_state> && StatePolicy<double_buffered_state> && StatePolicy<in_place_bf16_state>);
+static_assert(!StatePolicy<untagged_policy>);
+static_assert(!StatePolicy<half_policy>);
+static_assert(!StatePolicy<triple_policy>);
+static_assert(!StatePolicy<sensitivity_uncertainty>);
+static_assert(state_bytes_per_parameter<double_buffered_state>(2) == 16);
+static_assert(state_bytes_per_parameter<in_place_state>(2) == 8);
+static_assert(state_bytes_per_parameter<in_place_bf16_state>(2) == 4);
 }  // namespace
+
+TEMPLATE_LIST_TEST_CASE("the state policies: float32 ones bit-identical, bfloat16 close", "[allocator][state]",
+                        backends_under_test) {
+  // One run per policy on the same inputs. In place and double-buffered compute the same numbers: every step's
+  // state, scores, threshold and masks agree to the bit. bfloat16 state rounds every stored EMA to 8 significant
+  // bits; fed the same inputs, its triplet scores stay within a few percent of float32's.
+  const adalora_config cfg = small_allocator_config();
+  adapter_fixture<TestType> a(TestType{}, small_shapes, 99), b(TestType{}, small_shapes, 99),
+      c(TestType{}, small_shapes, 99);
+  rank_allocator<TestType> in_place(cfg);
+  rank_allocator<TestType, sensitivity_uncertainty, cubic_schedule, float, self_communicator, double_buffered_state> doubled(cfg);
+  rank_allocator<TestType, sensitivity_uncertainty, cubic_schedule, float, self_communicator, in_place_bf16_state> bf16(cfg);
+  register_all(in_place, a);
+  register_all(doubled, b);
+  register_all(bf16, c);
+  double worst = 0.0;
+  int selections = 0;
+  for (std::int64_t t = 0; t < cfg.total_step - cfg.tfinal; ++t) {
+    for (auto* fx : {&a, &b, &c}) fx->perturb();
+    // the same seeds: the same inputs at every step (each upload overwrites λ as masked, so its masks do not feed back)
+    for (auto* fx : {&a, &b, &c}) fx->upload();
+    const auto ra = in_place.step(t), rb = doubled.step(t), rc = bf16.step(t);
+    INFO("step " << t);
+    REQUIRE(ra.threshold == rb.threshold);
+    REQUIRE(ra.masked == rc.masked);
+    const auto sa = in_place.save_state(), sb = doubled.save_state(), sc = bf16.save_state();
+    REQUIRE(sa.importance.size() == sb.importance.size());
+    REQUIRE(std::memcmp(sa.importance.data(), sb.importance.data(), sa.importance.size() * sizeof(float)) == 0);
+    for (float v : sc.importance) REQUIRE(static_cast<float>(bfloat16(v)) == v);  // held as bfloat16
+    for (std::size_t k = 0; k < a.size(); ++k) {
+      REQUIRE(a.lambda(k) == b.lambda(k));
+      if (!ra.threshold) continue;
+      const auto fa = in_place.triplet_scores(a.name(k)), fc = bf16.triplet_scores(c.name(k));
+      REQUIRE(fa == doubled.triplet_scores(b.name(k)));
+      for (std::size_t i = 0; i < fa.size(); ++i) {
+        const double rel = std::fabs(fa[i] - fc[i]) / std::fabs(fa[i]);
+        worst = std::max(worst, rel);
+        REQUIRE(rel < 0.05);
+      }
+    }
+    selections += ra.threshold ? 1 : 0;
+  }
+  REQUIRE(selections > 5);
+  REQUIRE(worst > 0.0);  // bfloat16 did round
+}
 
 TEMPLATE_LIST_TEST_CASE("a user-defined metric plugs in", "[allocator][metric]", backends_under_test) {
   adalora_config cfg;

@@ -57,7 +57,7 @@ std::size_t device_allocations(const B& b) {
 
 /// The counts of every step of a run over `adapters` adapters after the first, keyed by the step's phase and whether
 /// it masked.
-template <class B>
+template <class B, StatePolicy P>
 std::map<std::string, std::vector<step_counts>> counts_per_step(std::size_t adapters) {
   adalora_config c;
   c.init_r = 4;
@@ -70,7 +70,7 @@ std::map<std::string, std::vector<step_counts>> counts_per_step(std::size_t adap
   for (std::size_t k = 0; k < adapters; ++k) shapes.push_back({4, 6 + k % 5, 5 + k % 7});
   const counting_backend<B> backend;
   adapter_fixture<B> fx(backend, shapes, 3);
-  rank_allocator<counting_backend<B>> alloc(c, backend);
+  rank_allocator<counting_backend<B>, sensitivity_uncertainty, cubic_schedule, float, self_communicator, P> alloc(c, backend);
   for (std::size_t k = 0; k < adapters; ++k) alloc.add_adapter(fx.name(k), fx.views(k));
   std::map<std::string, std::vector<step_counts>> out;
   for (std::int64_t t = 0; t < c.total_step; ++t) {
@@ -106,16 +106,74 @@ void require_each(const std::map<std::string, std::vector<step_counts>>& counts,
 TEMPLATE_LIST_TEST_CASE("a step's backend calls do not grow with the number of adapters, and it allocates nothing "
                         "after the first step",
                         "[allocator][launches]", step_call_backends) {
-  const auto few = counts_per_step<TestType>(2);
-  const auto many = counts_per_step<TestType>(60);
-  REQUIRE(few == many);
-  // an update step: the fused pass and its non-finite count
-  require_each<TestType>(few, "warmup", 2);
-  require_each<TestType>(few, "budgeting", 2);
-  // a mask step: fused pass, count, triplet scores and their non-finite count (before anything is committed),
-  // selection, keep, mask, two copies to the host
-  require_each<TestType>(few, "budgeting+mask", 9);
-  // the forced mask scores the held state instead of updating it: no count of the pass
-  require_each<TestType>(few, "final_force+mask", 8);
-  require_each<TestType>(few, "final_pattern+mask", 1);
+  SECTION("double-buffered state") {
+    const auto few = counts_per_step<TestType, double_buffered_state>(2);
+    const auto many = counts_per_step<TestType, double_buffered_state>(60);
+    REQUIRE(few == many);
+    // an update step: the fused pass and its non-finite count
+    require_each<TestType>(few, "warmup", 2);
+    require_each<TestType>(few, "budgeting", 2);
+    // a mask step: fused pass, count, triplet scores and their non-finite count (before anything is committed),
+    // selection, keep, mask, two copies to the host
+    require_each<TestType>(few, "budgeting+mask", 9);
+    // the forced mask scores the held state instead of updating it: no count of the pass
+    require_each<TestType>(few, "final_force+mask", 8);
+    require_each<TestType>(few, "final_pattern+mask", 1);
+  }
+  SECTION("state updated in place (the default), float32 or bfloat16") {
+    const auto few = counts_per_step<TestType, in_place_state>(2);
+    REQUIRE(few == counts_per_step<TestType, in_place_state>(60));
+    REQUIRE(few == counts_per_step<TestType, in_place_bf16_state>(2));
+    // an update step: the read-only check of θ and g, its count, the in-place pass
+    require_each<TestType>(few, "warmup", 3);
+    require_each<TestType>(few, "budgeting", 3);
+    // a mask step: the exact trial with score sums (the triplet scores must be found finite before the state is
+    // overwritten), its count, the in-place pass, then triplet scores and their count, selection, keep, mask, two
+    // copies to the host
+    require_each<TestType>(few, "budgeting+mask", 10);
+    require_each<TestType>(few, "final_force+mask", 8);
+    require_each<TestType>(few, "final_pattern+mask", 1);
+  }
+}
+
+TEST_CASE("in place, a suspect input makes the step try the update whole first", "[allocator][launches]") {
+  adalora_config c;
+  c.init_r = 4;
+  c.target_r = 2;
+  c.tinit = 60;
+  c.tfinal = 3;
+  c.total_step = 80;
+  c.deltaT = 2;
+  using B = std::tuple_element_t<0, adalora::testing::backends_under_test>;
+  const counting_backend<B> backend;
+  adapter_fixture<B> fx(backend, {{4, 6, 5}, {4, 3, 9}}, 3);
+  rank_allocator<counting_backend<B>> alloc(c, backend);
+  for (std::size_t k = 0; k < fx.size(); ++k) alloc.add_adapter(fx.name(k), fx.views(k));
+  auto calls = [&](std::int64_t t) {
+    fx.perturb();
+    fx.upload();
+    const std::size_t before = backend.counts().calls;
+    alloc.step(t);
+    return backend.counts().calls - before;
+  };
+  calls(0);
+  REQUIRE(calls(1) == 3);  // check, count, in-place pass
+  // |θ·g| = 2^68, beyond the safe bound: the check flags it, the trial (and its count) clear it
+  fx.perturb();
+  fx.upload();
+  fx.poke(1, "B", 0, 0x1p34f);
+  fx.poke(1, "gB", 0, 0x1p34f);
+  const std::size_t before = backend.counts().calls;
+  alloc.step(2);
+  REQUIRE(backend.counts().calls - before == 5);
+  // the state it left is beyond the bound ((1 - β1) · 2^68 > 2^62), which the next check sees: trial again
+  REQUIRE(calls(3) == 5);
+  // once the state is back within the bound, the check suffices again
+  std::int64_t t = 4;
+  while (calls(t) != 3) REQUIRE(++t < 50);  // Ū decays more slowly than Ī (|I − Ī| feeds it)
+  // a restored state has no known bound: the first step after it tries the update whole instead of the check (as
+  // many calls; the agreement test in test_allocator_errors.cpp restores a state beyond the bound)
+  alloc.restore_state(alloc.save_state());
+  REQUIRE(calls(++t) == 3);
+  REQUIRE(calls(++t) == 3);
 }

@@ -8,6 +8,7 @@
 #include <random>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "adalora/allocation/allocator_kernels.hpp"
@@ -87,10 +88,10 @@ struct plan_case {
   }
 
   /// The tile form on the host, over the host tensors: one tile after the other.
-  template <bool Contiguous, bool Score, bool Update>
+  template <bool Contiguous, bool Score, detail::state_pass Pass>
   pass_outputs run_host_tiles() const {
-    pass_outputs o = fresh();
-    const detail::fused_importance_fn<metric, float, Contiguous, Score, Update> f{
+    pass_outputs o = fresh(Pass);
+    const detail::fused_importance_fn<metric, float, Contiguous, Score, Pass> f{
         metric{},      host_plan.tensors.data(), host_plan.tiles.data(), state_host.data(),   o.state_out.data(),
         elements,      o.bad.data(),             o.partial.data(),       o.lambda_scores.data()};
     for (std::size_t t = 0; t < host_plan.tiles.size(); ++t) f(t);
@@ -99,25 +100,18 @@ struct plan_case {
 
   /// The pass on the backend: its block form when `block` (the backend's block launch where it has one, else the
   /// host's lane-by-lane run_tile_lanes_on_host), else its tile form through the backend's for_each.
-  template <bool Contiguous, bool Score, bool Update>
+  template <bool Contiguous, bool Score, detail::state_pass Pass>
   pass_outputs run(bool block) {
-    const pass_outputs init = fresh();
+    const pass_outputs init = fresh(Pass);
     auto out = upload(init.state_out);
     auto bad = upload(init.bad);
     auto partial = upload(init.partial);
     auto lambda_scores = upload(init.lambda_scores);
-    const detail::fused_importance_fn<metric, float, Contiguous, Score, Update> f{
+    const detail::fused_importance_fn<metric, float, Contiguous, Score, Pass> f{
         metric{}, tensors.data(), tiles.data(),   state_in.data(),       out.data(),
         elements, bad.data(),     partial.data(), lambda_scores.data()};
-    static_assert(detail::TileLanePass<decltype(f)>);
-    const std::size_t n = plan.tiles.size();
-    if (!block)
-      backend.for_each(n, f);
-    else if constexpr (requires { backend.for_each_tile_lanes(n, f); })
-      backend.for_each_tile_lanes(n, f);
-    else
-      detail::run_tile_lanes_on_host(f, n);
-    pass_outputs o = fresh();
+    launch(f, block);
+    pass_outputs o = fresh(Pass);
     backend.copy_to_host(out.data(), o.state_out.size(), o.state_out.data());
     backend.copy_to_host(bad.data(), o.bad.size(), o.bad.data());
     backend.copy_to_host(partial.data(), o.partial.size(), o.partial.data());
@@ -125,11 +119,44 @@ struct plan_case {
     return o;
   }
 
+  /// The in-place check on the backend (block or tile form) and on the host; `over` as a previous in-place pass left
+  /// it. Returns {backend's counts, host's counts}.
+  template <bool Contiguous>
+  std::pair<std::vector<std::uint32_t>, std::vector<std::uint32_t>> check(bool block,
+                                                                          const std::vector<std::uint32_t>& over) {
+    std::vector<std::uint32_t> host(plan.tiles.size(), 77u), got(plan.tiles.size(), 77u);
+    const detail::input_check_fn<metric, float, Contiguous> h{metric{}, host_plan.tensors.data(),
+                                                               host_plan.tiles.data(), over.data(), host.data()};
+    for (std::size_t t = 0; t < host_plan.tiles.size(); ++t) h(t);
+    auto over_d = upload(over);
+    auto suspect = upload(got);
+    launch(detail::input_check_fn<metric, float, Contiguous>{metric{}, tensors.data(), tiles.data(), over_d.data(),
+                                                             suspect.data()},
+           block);
+    backend.copy_to_host(suspect.data(), got.size(), got.data());
+    return {got, host};
+  }
+
 private:
+  template <class F>
+  void launch(const F& f, bool block) {
+    static_assert(detail::TileLanePass<F>);
+    const std::size_t n = plan.tiles.size();
+    if (!block)
+      backend.for_each(n, f);
+    else if constexpr (requires { backend.for_each_tile_lanes(n, f); })
+      backend.for_each_tile_lanes(n, f);
+    else
+      detail::run_tile_lanes_on_host(f, n);
+  }
   static const float* cptr(const std::vector<float>& v) { return v.data(); }
-  pass_outputs fresh() const {
+  pass_outputs fresh(detail::state_pass pass) const {
     pass_outputs o;
-    o.state_out.assign(state_host.size(), -1.0f);
+    // in place, the pass reads the state where it writes it
+    if (pass == detail::state_pass::update_in_place)
+      o.state_out = state_host;
+    else
+      o.state_out.assign(state_host.size(), -1.0f);
     o.bad.assign(plan.tiles.size(), 77u);
     o.partial.assign(plan.partials, -1.0);
     o.lambda_scores.assign(b0, -1.0f);
@@ -152,11 +179,11 @@ void check_same(const pass_outputs& got, const pass_outputs& truth, const char* 
   CHECK(same_bits(got.lambda_scores, truth.lambda_scores));
 }
 
-template <bool Contiguous, bool Score, bool Update, class B>
+template <bool Contiguous, bool Score, detail::state_pass Pass, class B>
 void check_forms_agree(plan_case<B>& pc) {
-  const pass_outputs truth = pc.template run_host_tiles<Contiguous, Score, Update>();
-  check_same<B>(pc.template run<Contiguous, Score, Update>(true), truth, "block form");
-  check_same<B>(pc.template run<Contiguous, Score, Update>(false), truth, "tile form");
+  const pass_outputs truth = pc.template run_host_tiles<Contiguous, Score, Pass>();
+  check_same<B>(pc.template run<Contiguous, Score, Pass>(true), truth, "block form");
+  check_same<B>(pc.template run<Contiguous, Score, Pass>(false), truth, "tile form");
   if constexpr (Score) {
     // every partial and λ score was written (none left at the fill value)
     for (double p : truth.partial) REQUIRE(p >= 0.0);
@@ -210,26 +237,65 @@ TEST_CASE("the block form of the fused pass leaves what the tile form leaves, bi
   plan_case<B> pc(B{}, shapes, 11);
   REQUIRE(pc.plan.tiles.size() > 50);
 
+  using detail::state_pass;
   SECTION("update and score (mask steps)") {
-    check_forms_agree<true, true, true>(pc);
+    check_forms_agree<true, true, state_pass::update_into>(pc);
+    check_forms_agree<true, true, state_pass::update_in_place>(pc);
   }
   SECTION("update only") {
-    check_forms_agree<true, false, true>(pc);
+    check_forms_agree<true, false, state_pass::update_into>(pc);
+    check_forms_agree<true, false, state_pass::update_in_place>(pc);
+    check_forms_agree<true, false, state_pass::trial>(pc);
   }
   SECTION("score only (the forced mask)") {
-    check_forms_agree<true, true, false>(pc);
+    check_forms_agree<true, true, state_pass::score_held>(pc);
   }
   SECTION("through the strides") {
-    check_forms_agree<false, true, true>(pc);
+    check_forms_agree<false, true, state_pass::update_into>(pc);
+    check_forms_agree<false, true, state_pass::update_in_place>(pc);
+  }
+  SECTION("in place and double-buffered leave the same state and sums") {
+    const auto into = pc.run_host_tiles<true, true, state_pass::update_into>();
+    const auto in_place = pc.run_host_tiles<true, true, state_pass::update_in_place>();
+    CHECK(same_bits(into.state_out, in_place.state_out));
+    CHECK(same_bits(into.partial, in_place.partial));
+    CHECK(same_bits(into.lambda_scores, in_place.lambda_scores));
+    for (auto b : in_place.bad) REQUIRE(b == 0);  // nothing near the safe bound
   }
   SECTION("non-finite inputs are counted per tile in both forms") {
     pc.poke(0, "gA", 4097, std::numeric_limits<float>::quiet_NaN());
     pc.poke(1, "B", 300 * 69 + 299, std::numeric_limits<float>::infinity());
     pc.poke(2, "gE", 0, -std::numeric_limits<float>::infinity());
-    const pass_outputs truth = pc.run_host_tiles<true, true, true>();
-    check_same<B>(pc.run<true, true, true>(true), truth, "block form");
-    std::uint32_t total = 0;
-    for (auto b : truth.bad) total += b;
-    CHECK(total == 3);
+    for (const auto& truth : {pc.run_host_tiles<true, true, state_pass::update_into>(),
+                              pc.run_host_tiles<true, false, state_pass::trial>()}) {
+      std::uint32_t total = 0;
+      for (auto b : truth.bad) total += b;
+      CHECK(total == 3);
+    }
+    check_same<B>(pc.run<true, true, state_pass::update_into>(true), pc.run_host_tiles<true, true, state_pass::update_into>(),
+                  "block form");
+    check_same<B>(pc.run<true, false, state_pass::trial>(true), pc.run_host_tiles<true, false, state_pass::trial>(),
+                  "block form, trial");
+  }
+  SECTION("the in-place check counts inputs beyond the safe bound and adds the previous pass's counts") {
+    std::vector<std::uint32_t> over(pc.plan.tiles.size(), 0u);
+    over[5] = 2;
+    over[pc.plan.tiles.size() - 1] = 1;
+    pc.poke(0, "gA", 4097, std::numeric_limits<float>::quiet_NaN());
+    pc.poke(1, "A", 7, -std::numeric_limits<float>::infinity());
+    pc.poke(2, "B", 100, 0x1p40f);  // finite, but |θ·g| beyond 2^62 with this gradient
+    pc.poke(2, "gB", 100, 0x1p30f);
+    pc.poke(3, "B", 8, 0x1p31f);  // finite and |θ·g| = 2^62 · |g| / 2^31: within the bound for |g| ≤ 2^31
+    pc.poke(3, "gB", 8, 0x1p31f);
+    for (bool block : {true, false}) {
+      const auto [got, host] = pc.check<true>(block, over);
+      CHECK(same_bits(got, host));
+      std::uint32_t total = 0;
+      for (auto b : host) total += b;
+      CHECK(total == 3 + 3);
+      CHECK(host[5] >= 2);
+    }
+    const auto [strided, host] = pc.check<false>(true, over);
+    CHECK(same_bits(strided, host));
   }
 }

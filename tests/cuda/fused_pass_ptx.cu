@@ -12,7 +12,7 @@
 namespace adalora::detail {
 
 // The block form the CUDA backend launches: update with and without scores, contiguous and strided, float and
-// bfloat16 parameters, and the scores of the held state (the forced mask).
+// bfloat16 parameters, and the scores of the held state (the forced mask); the double-buffered pass first.
 template __global__ void tile_lanes_kernel(fused_importance_fn<sensitivity_uncertainty, float, true, true>, std::size_t);
 template __global__ void tile_lanes_kernel(fused_importance_fn<sensitivity_uncertainty, float, true, false>, std::size_t);
 template __global__ void tile_lanes_kernel(fused_importance_fn<sensitivity_uncertainty, float, false, true>, std::size_t);
@@ -20,6 +20,16 @@ template __global__ void tile_lanes_kernel(fused_importance_fn<sensitivity_uncer
                                            std::size_t);
 template __global__ void tile_lanes_kernel(plan_scores_fn<sensitivity_uncertainty, float>, std::size_t);
 template __global__ void tile_lanes_kernel(fused_importance_fn<magnitude, float, true, true>, std::size_t);
+// The in-place state policies: the read-only check, the exact trial, the in-place pass (float32 and bfloat16 state).
+template __global__ void tile_lanes_kernel(input_check_fn<sensitivity_uncertainty, float, true>, std::size_t);
+template __global__ void tile_lanes_kernel(input_check_fn<sensitivity_uncertainty, bfloat16, false>, std::size_t);
+template __global__ void tile_lanes_kernel(
+    fused_importance_fn<sensitivity_uncertainty, float, true, false, state_pass::trial>, std::size_t);
+template __global__ void tile_lanes_kernel(
+    fused_importance_fn<sensitivity_uncertainty, float, true, true, state_pass::update_in_place>, std::size_t);
+template __global__ void tile_lanes_kernel(
+    fused_importance_fn<sensitivity_uncertainty, float, true, true, state_pass::update_in_place, bfloat16>,
+    std::size_t);
 
 /// The triplet scores as the backend's for_each runs them: one thread per singular value.
 __global__ void triplet_scores_kernel(triplet_from_partials_fn f, std::size_t n) {

@@ -18,15 +18,20 @@ std::filesystem::path trace(const char* name) { return std::filesystem::path(ADA
 TEMPLATE_LIST_TEST_CASE("every PEFT allocation trace replays exactly", "[trace]", backends_under_test) {
   const auto files = adalora::testing::trace_files("alloc-");
   REQUIRE(files.size() >= 7);  // the scenarios of tools/record_peft_traces.py
-  for (const auto& path : files) {
-    INFO(path.filename().string());
-    const auto file = io::safetensors_file::open(path);
-    const auto steps = nlohmann::json::parse(file.metadata().at("steps"));
-    const auto r = validate::replay_alloc_trace(file, TestType{});
-    INFO(r.detail);
-    REQUIRE(r.passed());
-    REQUIRE(r.checked == steps.size());
-  }
+  // both float32 state policies: in place (the default) and double-buffered
+  auto replay_all = [&]<StatePolicy P>() {
+    for (const auto& path : files) {
+      INFO(path.filename().string() << ", state policy " << P::name);
+      const auto file = io::safetensors_file::open(path);
+      const auto steps = nlohmann::json::parse(file.metadata().at("steps"));
+      const auto r = validate::replay_alloc_trace<TestType, P>(file, TestType{});
+      INFO(r.detail);
+      REQUIRE(r.passed());
+      REQUIRE(r.checked == steps.size());
+    }
+  };
+  replay_all.template operator()<in_place_state>();
+  replay_all.template operator()<double_buffered_state>();
 }
 
 TEMPLATE_LIST_TEST_CASE("a corrupted trace fails at its first mismatch", "[trace]", backends_under_test) {

@@ -7,8 +7,10 @@
 
 #include "adalora/allocation/step_plan.hpp"
 #include "adalora/allocation/tile_lanes.hpp"
+#include "adalora/core/bfloat16.hpp"
 #include "adalora/core/float_ops.hpp"
 #include "adalora/core/host_device.hpp"
+#include "adalora/importance/importance_metric.hpp"
 
 namespace adalora::detail {
 
@@ -203,30 +205,85 @@ ADALORA_HOST_DEVICE void with_tile_sink(const plan_tile& tile, std::size_t cols,
   }
 }
 
-/// The importance pass of a step over all tiles of the plan, in one launch. For every element it reads θ and g,
-/// folds them into the metric's state read from `state_in` and writes the result to `state_out` (double buffering:
-/// the caller keeps `state_in` when any input was not finite, so a failed step changes nothing), and counts into
-/// bad[t] the elements of tile t whose θ, g, new state or score of the new state is not finite (finite inputs whose
-/// importance overflows, e.g. |θ·g| or Ī·Ū beyond float's range, are refused like non-finite ones: such a state is
-/// never kept, even on a step that does not score). With `Score` it also scores the new state and leaves what
-/// triplet_from_partials_fn needs: the tiles' score sums in `partial` (lane order, tile_lanes) and the λ scores.
-/// Without `Update` it only scores the state held in `state_in` (the forced mask at T − tfinal); θ, g, state_out and
-/// bad are not touched.
+/// What the fused pass does with the importance state (see rank_allocator and StatePolicy).
+enum class state_pass {
+  update_into,      ///< double-buffered: reads state_in, writes the new state to state_out; bad[t] counts the
+                    ///< elements of tile t whose θ, g, new state or its score is not finite (finite inputs whose
+                    ///< importance overflows are refused like non-finite ones); the caller then keeps state_in
+  update_in_place,  ///< in place, after the step was cleared: reads and overwrites state_out; bad[t] counts the
+                    ///< elements whose new state leaves the metric's safe bound (the next step's check sees them)
+  trial,            ///< the exact check of an in-place step: the new state is computed but not stored; bad[t] counts
+                    ///< what update_into would count
+  score_held,       ///< no update: scores the state held in state_in (the forced mask at T − tfinal); θ, g, state_out
+                    ///< and bad are not touched
+};
+
+/// The metric's safe bound where it has one (BoundedImportanceMetric), else +inf (only non-finite values exceed it).
+template <class Metric>
+ADALORA_HOST_DEVICE constexpr float safe_bound_of() noexcept {
+  if constexpr (BoundedImportanceMetric<Metric>)
+    return Metric::safe_bound;
+  else
+    return bits_to_float(0x7f800000u);
+}
+
+/// How the state arena holds values of a state policy's value type: float as float, bfloat16 as its bits (a plain
+/// std::uint16_t, which the host's update loop stores vectorized; a store of a class it does not).
+template <class Value>
+struct state_storage {
+  using type = Value;
+};
+template <>
+struct state_storage<bfloat16> {
+  using type = std::uint16_t;
+};
+template <class Value>
+using state_storage_t = typename state_storage<Value>::type;
+
+/// A state value as the arena holds it: float as it is, bfloat16 as the bits of bfloat16(f) (rounded to nearest
+/// even, every NaN as 0x7FC0), computed without a branch so that the host's update loop stays vectorized.
+template <class Value>
+ADALORA_HOST_DEVICE inline state_storage_t<Value> to_stored(float f) noexcept {
+  if constexpr (std::is_same_v<Value, bfloat16>) {
+    const std::uint32_t u = float_to_bits(f);
+    const std::uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const std::uint32_t nan = 0u - static_cast<std::uint32_t>((u & 0x7fffffffu) > 0x7f800000u);  // all ones for NaN
+    return static_cast<std::uint16_t>((rounded & ~nan) | (0x7fc0u & nan));
+  } else {
+    return f;
+  }
+}
+/// A held state value as a float (exact).
+ADALORA_HOST_DEVICE inline float from_stored(float v) noexcept { return v; }
+ADALORA_HOST_DEVICE inline float from_stored(std::uint16_t bits) noexcept {
+  return bits_to_float(static_cast<std::uint32_t>(bits) << 16);
+}
+
+/// The importance pass of a step over all tiles of the plan, in one launch. For every element it reads θ and g and
+/// folds them into the metric's state as `Pass` says (state_pass), storing values of type `Value` (float or
+/// bfloat16, held as state_storage_t: the metric computes in float, a bfloat16 is rounded to nearest even when
+/// stored and read back exactly), and
+/// counts per tile into bad[t] what `Pass` says. With `Score` it also scores the new state (as stored) and leaves
+/// what triplet_from_partials_fn needs: the tiles' score sums in `partial` (lane order, tile_lanes) and the λ scores.
 ///
 /// Two forms leave the same results bit for bit: the tile form, operator()(t) (one work item per tile, elements in
 /// blocks of score_block: the host backends' for_each), and the block form of TileLanePass (plan_lanes lanes per
 /// tile, lane l on elements l, l + width, …, so that neighbouring GPU threads read neighbouring addresses).
-template <class Metric, class T, bool Contiguous, bool Score, bool Update = true>
+template <class Metric, class T, bool Contiguous, bool Score, state_pass Pass = state_pass::update_into,
+          class Value = float>
 struct fused_importance_fn {
+  using Stored = state_storage_t<Value>;
+  static constexpr bool Update = Pass != state_pass::score_held;
+  static constexpr bool Count = Update;
   static_assert(Score || Update, "a pass that neither updates nor scores does nothing");
 
   Metric metric;
   const plan_tensor<T>* tensors;
   const plan_tile* tiles;
-  const float* state_in;
-  float* state_out;      // Update only
+  const Stored* state_in;  // update_into, trial, score_held
+  Stored* state_out;       // update_into, update_in_place
   std::size_t plane_size;
-  std::uint32_t* bad;    // Update only: elements with a non-finite input, new state or score, per tile
+  std::uint32_t* bad;    // Update only: the counts of `Pass`, per tile
   double* partial;       // Score only: the tiles' partial sums
   float* lambda_scores;  // Score only: the element score of λ_i, by the singular value's index among all b0
 
@@ -235,24 +292,23 @@ struct fused_importance_fn {
   ADALORA_HOST_DEVICE void operator()(std::size_t t) const noexcept {
     const plan_tile tile = tiles[t];
     const plan_tensor<T> x = tensors[tile.tensor];
-    std::uint32_t non_finite = 0;
+    std::uint32_t counted = 0;
     if constexpr (Score)
-      with_tile_sink(tile, x.cols, partial, lambda_scores, [&](auto& sink) { non_finite = run(tile, x, sink); });
+      with_tile_sink(tile, x.cols, partial, lambda_scores, [&](auto& sink) { counted = run(tile, x, sink); });
     else
-      non_finite = run(tile, x, no_score_sink{});
-    if constexpr (Update) bad[t] = non_finite;
+      counted = run(tile, x, no_score_sink{});
+    if constexpr (Count) bad[t] = counted;
   }
 
-  // The tile's elements in blocks whose scores go to the sink; returns how many elements had a non-finite θ, g, new
-  // state or score.
+  // The tile's elements in blocks whose scores go to the sink; returns how many elements element() counted.
   // Everything it reads is copied to locals first, so that the stores cannot alias it.
   template <class Sink>
   ADALORA_HOST_DEVICE std::uint32_t run(const plan_tile& tile, const plan_tensor<T>& x, Sink&& sink) const noexcept {
     const Metric m = metric;
-    const float* in = state_in;
-    float* out = state_out;
+    const Stored* in = state_in;
+    Stored* out = state_out;
     const std::size_t plane = plane_size;
-    std::uint32_t non_finite = 0;
+    std::uint32_t counted = 0;
     [[maybe_unused]] float scores[Score ? score_block : 1];
     const std::size_t end = tile.begin + tile.count;
     [[maybe_unused]] element_walk<Contiguous> walk(tile.begin, 1, x.cols);  // strided: row and column as it goes
@@ -260,16 +316,17 @@ struct fused_importance_fn {
       const std::size_t n = end - first < score_block ? end - first : score_block;
       for (std::size_t j = 0; j < n; ++j) {
         if constexpr (Contiguous) {  // the index alone, so that the block's loop vectorizes as a plain one
-          non_finite += element(m, in, out, plane, x, element_walk<true>(first + j, 1, x.cols), scores[Score ? j : 0])
-                            ? 0u : 1u;
+          counted += element(m, in, out, plane, x, element_walk<true>(first + j, 1, x.cols), scores[Score ? j : 0])
+                         ? 0u
+                         : 1u;
         } else {
-          non_finite += element(m, in, out, plane, x, walk, scores[Score ? j : 0]) ? 0u : 1u;
+          counted += element(m, in, out, plane, x, walk, scores[Score ? j : 0]) ? 0u : 1u;
           walk.next();
         }
       }
       if constexpr (Score) sink.add(first, scores, n);
     }
-    return non_finite;
+    return counted;
   }
 
   // ---- block form (TileLanePass) ----
@@ -322,9 +379,9 @@ struct fused_importance_fn {
   }
 
   ADALORA_HOST_DEVICE void finish_lane(std::size_t t, std::size_t lane, const double* sums,
-                                       std::uint32_t non_finite) const noexcept {
-    if constexpr (Update)
-      if (lane == 0) bad[t] = non_finite;
+                                       std::uint32_t counted) const noexcept {
+    if constexpr (Count)
+      if (lane == 0) bad[t] = counted;
     if constexpr (Score) {
       const tile_lanes l = lanes(t);
       if (l.groups > 0 && lane < l.cols) partial[tiles[t].slot + lane] = sums[lane];
@@ -333,37 +390,126 @@ struct fused_importance_fn {
 
   // ---- one element, both forms ----
 
-  // Element at.i of tensor x: with Update its new state (from `in` into `out`), with Score its score; false when θ,
-  // g, the new state or its score is not finite.
-  static ADALORA_HOST_DEVICE bool element(const Metric& m, const float* in, [[maybe_unused]] float* out,
-                                          std::size_t plane, const plan_tensor<T>& x,
+  // Element at.i of tensor x: its new state as `Pass` says, and with Score the score of the state as stored; false
+  // when the element is to be counted (a non-finite θ, g, new state or score of the new state as stored, or in place a
+  // new state beyond the metric's safe bound).
+  static ADALORA_HOST_DEVICE bool element(const Metric& m, [[maybe_unused]] const Stored* in,
+                                          [[maybe_unused]] Stored* out, std::size_t plane, const plan_tensor<T>& x,
                                           [[maybe_unused]] const element_walk<Contiguous>& at,
                                           [[maybe_unused]] float& score) noexcept {
     float s[Metric::state_count];
     const std::size_t e = x.base + at.i;
-    for (std::size_t k = 0; k < Metric::state_count; ++k) s[k] = in[k * plane + e];
-    bool finite = true;
+    // in place, the state is read and written through one pointer (so the compiler sees no possible overlap)
+    const Stored* from = Pass == state_pass::update_in_place ? out : in;
+    const bool finite = next_state(m, from, plane, e, x, at, s);
+    bool counted_out = true;
+    if constexpr (Update) {
+      if constexpr (Pass == state_pass::update_in_place) {
+        constexpr float bound = safe_bound_of<Metric>();
+        for (std::size_t k = 0; k < Metric::state_count; ++k) {
+          const Stored v = to_stored<Value>(s[k]);
+          out[k * plane + e] = v;
+          s[k] = from_stored(v);
+          counted_out = counted_out & (abs_f(s[k]) <= bound);
+        }
+      } else {
+        if constexpr (Pass == state_pass::update_into)
+          for (std::size_t k = 0; k < Metric::state_count; ++k) {
+            const Stored v = to_stored<Value>(s[k]);
+            out[k * plane + e] = v;
+            s[k] = from_stored(v);
+          }
+        else  // trial: score what would be stored
+          for (std::size_t k = 0; k < Metric::state_count; ++k) s[k] = from_stored(to_stored<Value>(s[k]));
+        // finite inputs whose importance overflows (|θ·g| or Ī·Ū beyond float's range) are refused like non-finite
+        // ones: such a state is never kept, even on a step that does not score
+        counted_out = finite;
+        for (std::size_t k = 0; k < Metric::state_count; ++k) counted_out = counted_out & is_finite_f(s[k]);
+        counted_out = counted_out & is_finite_f(m.score(s));
+      }
+    }
+    if constexpr (Score) score = m.score(s);
+    return counted_out;
+  }
+
+  // The state of arena element e (planes `plane` apart in `from`) into s, folded with θ and g of element at.i of
+  // tensor x when the pass updates; true when θ and g are finite (always without an update).
+  static ADALORA_HOST_DEVICE bool next_state(const Metric& m, const Stored* from, std::size_t plane, std::size_t e,
+                                             const plan_tensor<T>& x, [[maybe_unused]] const element_walk<Contiguous>& at,
+                                             float (&s)[Metric::state_count]) noexcept {
+    for (std::size_t k = 0; k < Metric::state_count; ++k) s[k] = from_stored(from[k * plane + e]);
     if constexpr (Update) {
       const auto theta = static_cast<float>(at.at(x.param, x.param_row_stride, x.param_col_stride));
       float g = 0.0f;
       if constexpr (Metric::needs_gradient) g = static_cast<float>(at.at(x.grad, x.grad_row_stride, x.grad_col_stride));
-      finite = is_finite_f(theta) && is_finite_f(g);
       m.update(theta, g, s);
-      for (std::size_t k = 0; k < Metric::state_count; ++k) {
-        out[k * plane + e] = s[k];
-        finite = finite & is_finite_f(s[k]);
-      }
-      finite = finite & is_finite_f(m.score(s));
+      return is_finite_f(theta) && is_finite_f(g);
+    } else {
+      (void)m, (void)x;
+      return true;
     }
-    if constexpr (Score) score = m.score(s);
-    return finite;
   }
 };
 
 /// Only the scores, from the state held (the forced mask at T − tfinal, which does not update): leaves the same
 /// partial sums and λ scores as fused_importance_fn<…, Score = true>. (It reads no θ or g, so contiguity is moot.)
-template <class Metric, class T>
-using plan_scores_fn = fused_importance_fn<Metric, T, true, true, false>;
+template <class Metric, class T, class Value = float>
+using plan_scores_fn = fused_importance_fn<Metric, T, true, true, state_pass::score_held, Value>;
+
+/// The read-only check that clears an in-place step (state policies with one arena): suspect[t] = the elements of
+/// tile t whose metric.input_size(θ, g) is not within Metric::safe_bound (which includes every NaN or infinite θ or
+/// g), plus over[t], the elements whose state the previous in-place pass left beyond the bound. When every tile's
+/// count is 0, the in-place update cannot meet a non-finite input or produce a non-finite state or score
+/// (BoundedImportanceMetric), so it may overwrite the state; otherwise the allocator runs the exact trial first.
+/// Reads θ and g once, the state not at all. Tile form and block form (TileLanePass, no sums).
+template <BoundedImportanceMetric Metric, class T, bool Contiguous>
+struct input_check_fn {
+  Metric metric;
+  const plan_tensor<T>* tensors;
+  const plan_tile* tiles;
+  const std::uint32_t* over;
+  std::uint32_t* suspect;
+
+  ADALORA_HOST_DEVICE void operator()(std::size_t t) const noexcept {
+    const plan_tile tile = tiles[t];
+    const plan_tensor<T> x = tensors[tile.tensor];
+    const Metric m = metric;
+    std::uint32_t n = 0;
+    if constexpr (Contiguous) {  // the index alone, so that the loop vectorizes as a plain one
+      for (std::size_t i = tile.begin; i < tile.begin + tile.count; ++i)
+        n += outside(m, x, element_walk<true>(i, 1, x.cols)) ? 1u : 0u;
+    } else {
+      element_walk<false> at(tile.begin, 1, x.cols);
+      for (std::size_t j = 0; j < tile.count; ++j, at.next()) n += outside(m, x, at) ? 1u : 0u;
+    }
+    suspect[t] = n + over[t];
+  }
+
+  ADALORA_HOST_DEVICE tile_lanes lanes(std::size_t) const noexcept { return {}; }
+
+  ADALORA_HOST_DEVICE lane_result lane_pass(std::size_t t, std::size_t lane) const noexcept {
+    const plan_tile tile = tiles[t];
+    const plan_tensor<T> x = tensors[tile.tensor];
+    const Metric m = metric;
+    lane_result r;
+    element_walk<Contiguous> at(tile.begin + lane, plan_lanes, x.cols);
+    for (std::size_t j = lane; j < tile.count; j += plan_lanes, at.next()) r.non_finite += outside(m, x, at) ? 1u : 0u;
+    return r;
+  }
+
+  ADALORA_HOST_DEVICE void finish_lane(std::size_t t, std::size_t lane, const double*, std::uint32_t n) const noexcept {
+    if (lane == 0) suspect[t] = n + over[t];
+  }
+
+  // Whether element at.i's input size is not within the bound (NaN included).
+  static ADALORA_HOST_DEVICE bool outside(const Metric& m, const plan_tensor<T>& x,
+                                          const element_walk<Contiguous>& at) noexcept {
+    const auto theta = static_cast<float>(at.at(x.param, x.param_row_stride, x.param_col_stride));
+    float g = 0.0f;
+    if constexpr (Metric::needs_gradient) g = static_cast<float>(at.at(x.grad, x.grad_row_stride, x.grad_col_stride));
+    return !(m.input_size(theta, g) <= Metric::safe_bound);
+  }
+};
 
 /// Triplet score of singular value i from the tiles' partial sums: s(λ_i) + (mean_j s(Q_ij) + mean_j s(P_ji)), each
 /// mean a double sum over the line's tiles in order, rounded to float, divided by the count in float (every operation

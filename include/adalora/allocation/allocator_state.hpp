@@ -46,13 +46,15 @@ struct allocator_state {
   adalora_config config;
   std::string metric;    ///< the importance metric's name
   std::string schedule;  ///< the budget schedule's name
+  std::string state_policy;           ///< the state policy that saved it (empty where not recorded)
+  std::string state_type = "float32";  ///< how its importance was stored: "float32" or "bfloat16"
   std::vector<adapter_shape> adapters;
   std::optional<std::int64_t> last_step;
   std::int64_t budget = 0;
   std::optional<float> threshold;
   bool frozen = false;
   bool importance_live = false;
-  std::vector<float> importance;  ///< state_count planes of Σ r·(in + 1 + out) floats, when live
+  std::vector<float> importance;  ///< state_count planes of Σ r·(in + 1 + out) values, when live (bfloat16 widened)
   std::vector<std::uint8_t> keep;  ///< the latest selection's rank pattern over all b0 values (empty before one)
   std::vector<float> scores;       ///< the latest selection's triplet scores (empty before one)
   /// Saved by a rank of a distributed allocator (absent for one process). Partitioned: `adapters`, `importance`

@@ -19,6 +19,7 @@
 #include "adalora/allocation/allocation_phase.hpp"
 #include "adalora/allocation/allocator_kernels.hpp"
 #include "adalora/allocation/allocator_state.hpp"
+#include "adalora/allocation/state_policy.hpp"
 #include "adalora/allocation/step_plan.hpp"
 #include "adalora/backends/backend.hpp"
 #include "adalora/core/bfloat16.hpp"
@@ -80,10 +81,12 @@ struct collective_state<B, C, true> {
 ///
 /// The trainer owns every tensor: it registers views of each adapter's P, Λ, Q and their gradients, then calls
 /// `step(t)` once per optimizer step, after the optimizer update and before the gradients are zeroed (SPEC §6).
-/// Importance state (the metric's per-element EMAs) lives in one arena in the backend's memory, allocated at the
-/// first step and released when the final pattern is frozen; it is double-buffered (2 × state_count floats per
-/// element), which lets a step read the old state and write the new in one pass and still drop it when an input
-/// turns out not to be finite.
+/// Importance state (the metric's per-element EMAs) lives in the backend's memory, allocated at the first step and
+/// released when the final pattern is frozen. How it is stored is the state policy P (state_policy.hpp): by default
+/// in place, one float32 arena (state_count floats per element: 8 B per adapter parameter for the default metric),
+/// overwritten by the update pass once a read-only check of θ and g has cleared the step; double_buffered_state
+/// keeps two arenas and drops the new one when an input was not finite (one pass, twice the memory);
+/// in_place_bf16_state stores bfloat16 values (4 B per parameter, not PEFT-exact).
 ///
 /// A step runs a fixed number of backend calls whatever the number of adapters: one pass over all tiles of all
 /// adapters (update, finiteness count, and on mask steps the score sums), one count, and on mask steps one pass for
@@ -106,7 +109,7 @@ struct collective_state<B, C, true> {
 /// their adapters (see distributed/ownership.hpp and README, "Many processes, one budget"). Every rank calls every
 /// step with the same t; a rank's failure makes every rank throw the same error before anything changes.
 template <Backend B, ImportanceMetric M = sensitivity_uncertainty, BudgetSchedule S = cubic_schedule, class T = float,
-          Communicator C = self_communicator>
+          Communicator C = self_communicator, StatePolicy P = in_place_state>
 class rank_allocator {
 public:
   using backend_type = B;
@@ -114,6 +117,9 @@ public:
   using schedule_type = S;
   using value_type = T;
   using communicator_type = C;
+  using state_policy = P;
+  /// One value of the importance state (float or bfloat16).
+  using state_value_type = typename P::value_type;
   using memory_space = typename B::memory_space;
   using views_type = svd_adapter_views<T, memory_space>;
   /// Whether this allocator runs collectives (its communicator is not a single process).
@@ -266,6 +272,11 @@ public:
   bool pattern_frozen() const noexcept { return frozen_; }
   /// True while the metric's per-element state is held (from the first step until the final pattern is frozen).
   bool importance_live() const noexcept { return state_live_; }
+  /// Bytes of importance state per adapter parameter under this allocator's state policy (16, 8 or 4 for the default
+  /// metric), whether or not it is held now.
+  static constexpr std::size_t state_bytes_per_parameter = adalora::state_bytes_per_parameter<P>(M::state_count);
+  /// Bytes of importance state held now (0 before the first step and after the final pattern is frozen).
+  std::size_t state_bytes() const noexcept { return (state_.size() + next_state_.size()) * sizeof(stored_type); }
 
   /// Per adapter, the rank pattern of the latest selection: keep[i] = (S_i > threshold). All true before one.
   /// Partitioned: any adapter of any rank, once the first step agreed.
@@ -331,6 +342,8 @@ public:
     s.config = config_;
     s.metric = M::name;
     s.schedule = S::name;
+    s.state_policy = P::name;
+    s.state_type = state_value_name<P>();
     for (const auto& e : adapters_)
       s.adapters.push_back({e.name, e.views.rank(), e.views.in_features(), e.views.out_features()});
     s.last_step = last_step_;
@@ -339,8 +352,16 @@ public:
     s.frozen = frozen_;
     s.importance_live = state_live_;
     if (state_live_) {
-      s.importance.resize(M::state_count * total_elements_);
-      backend_.copy_to_host(state_.data(), s.importance.size(), s.importance.data());
+      const std::size_t n = M::state_count * total_elements_;
+      if constexpr (std::same_as<stored_type, float>) {
+        s.importance.resize(n);
+        backend_.copy_to_host(state_.data(), n, s.importance.data());
+      } else {
+        std::vector<stored_type> stored(n);
+        backend_.copy_to_host(state_.data(), n, stored.data());
+        s.importance.resize(n);
+        for (std::size_t i = 0; i < n; ++i) s.importance[i] = detail::from_stored(stored[i]);  // widened exactly
+      }
     }
     s.keep = keep_host_;
     s.scores = scores_host_;
@@ -374,6 +395,11 @@ public:
       throw usage_error(where + "the configs differ (" + d + ")");
     if (s.metric != M::name) throw usage_error(where + "metric '" + s.metric + "' vs '" + M::name + "'");
     if (s.schedule != S::name) throw usage_error(where + "schedule '" + s.schedule + "' vs '" + S::name + "'");
+    if (s.state_type != state_value_name<P>())
+      throw usage_error(where + "its importance state is stored as " + s.state_type + " (state policy '" +
+                        (s.state_policy.empty() ? std::string("not recorded") : s.state_policy) +
+                        "') and this allocator stores " + state_value_name<P>() + " (state policy '" + P::name +
+                        "'); restore it into an allocator whose state policy has the same value type");
     check_distributed_checkpoint(s, where);
     if (s.adapters.size() != adapters_.size())
       throw usage_error(where + std::to_string(s.adapters.size()) + " adapters vs " + std::to_string(adapters_.size()) +
@@ -402,16 +428,19 @@ public:
         (!s.keep.empty() && s.keep.size() != b0) || (!s.scores.empty() && s.scores.size() != b0) ||
         (s.frozen && s.keep.empty()))
       throw usage_error(where + "its importance, pattern or score arrays have the wrong sizes");
+    std::vector<stored_type> stored;
+    if (s.importance_live) stored = stored_values(s.importance, where);
     // all checks passed: replace the state
     prepare();
     if (s.importance_live) {
-      state_ = backend_.template allocate<float>(s.importance.size());
-      backend_.copy_from_host(s.importance.data(), s.importance.size(), state_.data());
+      state_ = backend_.template allocate<stored_type>(stored.size());
+      backend_.copy_from_host(stored.data(), stored.size(), state_.data());
     } else {
-      state_ = buffer_t<B, float>{};
+      state_ = state_buffer{};
     }
-    next_state_ = buffer_t<B, float>{};
+    next_state_ = state_buffer{};
     state_live_ = s.importance_live;
+    trial_pending_ = true;  // an in-place step has no bound on the restored state yet
     keep_host_ = s.keep;
     scores_host_ = s.scores;
     last_step_ = s.last_step;
@@ -432,6 +461,25 @@ public:
   }
 
 private:
+  // How the arena holds a state value (bfloat16 as its bits: detail::state_storage).
+  using stored_type = detail::state_storage_t<state_value_type>;
+  using state_buffer = buffer_t<B, stored_type>;
+
+  // A checkpoint's importance as this policy stores it: bfloat16 values must be exactly that (they were widened).
+  static std::vector<stored_type> stored_values(const std::vector<float>& v, const std::string& where) {
+    if constexpr (std::same_as<stored_type, float>) {
+      return v;
+    } else {
+      std::vector<stored_type> out(v.size());
+      for (std::size_t i = 0; i < v.size(); ++i) out[i] = detail::to_stored<state_value_type>(v[i]);
+      for (std::size_t i = 0; i < v.size(); ++i)
+        if (detail::float_to_bits(detail::from_stored(out[i])) != detail::float_to_bits(v[i]))
+          throw usage_error(where + "importance value " + std::to_string(i) + " (" + std::to_string(v[i]) +
+                            ") is not a bfloat16 number, so it was not saved by a bfloat16 state policy");
+      return out;
+    }
+  }
+
   // A checkpoint of a distributed run restores on a rank of the same ownership: replicated from any rank of any
   // count (each holds the whole state), partitioned from this rank's own file of a run on as many ranks with the
   // same parts. A single process restores a replicated rank's checkpoint, not a partitioned one.
@@ -670,14 +718,15 @@ private:
   // What the local part of a step leaves for its commit.
   struct pending_step {
     step_report rep;
-    bool update = false;  // the importance pass ran into fresh buffers
+    bool update = false;  // the commit updates the importance (double-buffered: already computed into the spare)
     bool mask = false;    // a selection follows
-    buffer_t<B, float> fresh_state{}, fresh_next{};
+    bool scored = false;  // the score sums exist before the commit (in place, else the commit's pass leaves them)
+    state_buffer fresh_state{}, fresh_next{};
     std::uint64_t scores_hash = 0;  // the replica check's
   };
 
-  // Every check, the plan, the importance pass into the spare buffer and (unless partitioned) the triplet scores:
-  // nothing that a failure would have to undo.
+  // Every check, the plan, the importance pass into the spare buffer (double-buffered) or the check that clears the
+  // in-place update, and (unless partitioned) the triplet scores where they exist: nothing a failure would undo.
   pending_step begin_step(std::int64_t t) {
     validate_step(t);
     prepare();
@@ -692,8 +741,9 @@ private:
     } else if (p.rep.phase == allocation_phase::final_force) {
       score_held_importance();
       p.mask = true;
+      p.scored = true;
     }
-    if (p.mask && !partitioned()) {
+    if (p.mask && p.scored && !partitioned()) {
       score_triplets(t);
       if (check_replicas()) {
         const auto b0 = static_cast<std::size_t>(initial_budget_);
@@ -706,7 +756,8 @@ private:
   }
 
   // The rest of the step: partitioned mask steps exchange the score sums (a collective), then the new importance
-  // is committed and the selection and masks are applied.
+  // is committed (in place: the update pass runs, and leaves the score sums where begin_step did not) and the
+  // selection and masks are applied.
   step_report finish_step(pending_step& p) {
     if constexpr (distributed)
       if (p.mask && partitioned()) {
@@ -725,6 +776,7 @@ private:
                               });
       }
     if (p.update) commit_importance(p);
+    if (p.mask && !p.scored) score_triplets(p.rep.step);  // (every mask step is scored before the commit)
     step_report rep = p.rep;
     rep.importance_updated = p.update;
     if (p.mask) {
@@ -898,6 +950,9 @@ private:
       auto scores = backend_.template allocate<float>(b0);
       auto keep = backend_.template allocate<std::uint8_t>(b0);
       auto bad = backend_.template allocate<std::uint32_t>(plan.tiles.size());
+      // in place: the check's and the trial's counts (bad holds what the update pass counted, read by the check)
+      buffer_t<B, std::uint32_t> suspect;
+      if constexpr (P::buffers == 1) suspect = backend_.template allocate<std::uint32_t>(plan.tiles.size());
       // the selection's scratch (a backend that keeps some, e.g. CUDA's sort buffers), so that no step after the
       // first takes memory; partitioned, the selection runs over the union's scores
       std::size_t selected = b0;
@@ -916,6 +971,7 @@ private:
       scores_ = std::move(scores);
       keep_ = std::move(keep);
       bad_ = std::move(bad);
+      suspect_ = std::move(suspect);
       prepared_ = true;
       tensors_dirty_ = true;
       upload_keep();
@@ -942,36 +998,94 @@ private:
     return buf;
   }
 
-  // One pass over every tile: the new state into the spare buffer, the non-finite inputs counted per tile, and on
-  // mask steps the score sums. The new state replaces the old only at the commit, when every rank's inputs were
-  // finite.
+  // The part of the importance update that may fail, as the state policy says; throws non_finite_error (changing
+  // nothing) when an input is not finite. Double-buffered: one pass over every tile, the new state into the spare
+  // buffer, the non-finite inputs counted per tile, and on mask steps the score sums; the new state replaces the old
+  // only at the commit, when every rank's inputs were finite. In place: the check that clears the update
+  // (check_in_place); the update itself runs at the commit.
   void update_importance(std::int64_t t, pending_step& p) {
     const std::size_t n = M::state_count * total_elements_;
-    if (!state_live_) p.fresh_state = backend_.template allocate<float>(n);
-    if (next_state_.size() != n) p.fresh_next = backend_.template allocate<float>(n);
-    const float* in = state_live_ ? state_.data() : p.fresh_state.data();
-    float* out = next_state_.size() == n ? next_state_.data() : p.fresh_next.data();
-    run_fused(in, out, p.mask);
-    const std::size_t bad_tiles = backend_.count_if(plan_.tiles.size(), detail::nonzero_fn{bad_.data()});
+    if (!state_live_) p.fresh_state = backend_.template allocate<stored_type>(n);  // zeros: within any bound
+    if constexpr (P::buffers == 2) {
+      if (next_state_.size() != n) p.fresh_next = backend_.template allocate<stored_type>(n);
+      const stored_type* in = state_live_ ? state_.data() : p.fresh_state.data();
+      stored_type* out = next_state_.size() == n ? next_state_.data() : p.fresh_next.data();
+      run_fused<detail::state_pass::update_into>(in, out, bad_.data(), p.mask);
+      throw_if_counted(t, bad_);
+      p.scored = p.mask;
+    } else {
+      check_in_place(t, p);
+    }
+  }
+
+  // In place: a read-only check of θ and g (for a BoundedImportanceMetric, while the state is known to be within the
+  // metric's safe bound: bad_ holds what the last in-place pass took beyond it), else an exact trial of the update
+  // that stores nothing. On mask steps the score sums are needed before the commit (the triplet scores' finiteness,
+  // a partitioned exchange, the replica check): the trial runs with scores instead of the check, leaving the same sums
+  // the update pass would.
+  void check_in_place(std::int64_t t, pending_step& p) {
+    const stored_type* state = state_live_ ? state_.data() : p.fresh_state.data();
+    // On mask steps the triplet scores must be known (and found finite, score_triplets) before the state is
+    // overwritten: finite element scores can still sum past float's range. So a mask step runs the trial with
+    // scores (it leaves the sums the update pass would) instead of the check.
+    const bool scores_first = p.mask;
+    bool trial = scores_first || (trial_pending_ && state_live_);
+    if constexpr (BoundedImportanceMetric<M>) {
+      if (!trial) {
+        if (contiguous_)
+          for_each_tile(detail::input_check_fn<M, T, true>{metric_, tensors_.data(), tiles_.data(), bad_.data(),
+                                                            suspect_.data()});
+        else
+          for_each_tile(detail::input_check_fn<M, T, false>{metric_, tensors_.data(), tiles_.data(), bad_.data(),
+                                                             suspect_.data()});
+        trial = backend_.count_if(plan_.tiles.size(), detail::nonzero_fn{suspect_.data()}) != 0;
+      }
+    } else {
+      trial = true;
+    }
+    if (trial) {
+      run_fused<detail::state_pass::trial>(state, nullptr, suspect_.data(), scores_first);
+      throw_if_counted(t, suspect_);
+    }
+    p.scored = scores_first;
+  }
+
+  // The new state becomes current: double-buffered, the spare becomes current and the old one the spare; in place,
+  // the cleared update pass overwrites the state (nothing can fail there), with the score sums where begin_step did
+  // not leave them, and counts per tile into bad_ the new values beyond the metric's safe bound.
+  void commit_importance(pending_step& p) {
+    const std::size_t n = M::state_count * total_elements_;
+    if constexpr (P::buffers == 2) {
+      if (next_state_.size() != n) next_state_ = std::move(p.fresh_next);
+      if (!state_live_) {
+        state_ = std::move(p.fresh_state);
+        state_live_ = true;
+      }
+      std::swap(state_, next_state_);
+    } else {
+      stored_type* state = state_live_ ? state_.data() : p.fresh_state.data();
+      run_fused<detail::state_pass::update_in_place>(nullptr, state, bad_.data(), p.mask && !p.scored);
+      if (!state_live_) {
+        state_ = std::move(p.fresh_state);
+        state_live_ = true;
+      }
+      trial_pending_ = false;
+    }
+  }
+
+  // After a pass that counted per tile into `counts`: throws non_finite_error naming the culprit if any tile counted.
+  void throw_if_counted(std::int64_t t, const buffer_t<B, std::uint32_t>& counts) {
+    const std::size_t bad_tiles = backend_.count_if(plan_.tiles.size(), detail::nonzero_fn{counts.data()});
     if (bad_tiles) throw_non_finite("step(" + std::to_string(t) + "): ", bad_tiles);
   }
 
-  // The new state becomes current, the old one the spare.
-  void commit_importance(pending_step& p) {
-    const std::size_t n = M::state_count * total_elements_;
-    if (next_state_.size() != n) next_state_ = std::move(p.fresh_next);
-    if (!state_live_) {
-      state_ = std::move(p.fresh_state);
-      state_live_ = true;
-    }
-    std::swap(state_, next_state_);
-  }
-
-  void run_fused(const float* in, float* out, bool score) {
+  template <detail::state_pass Pass>
+  void run_fused(const stored_type* in, stored_type* out, std::uint32_t* counts, bool score) {
     auto launch = [&](auto contiguous, auto with_score) {
-      for_each_tile(detail::fused_importance_fn<M, T, decltype(contiguous)::value, decltype(with_score)::value>{
-          metric_, tensors_.data(), tiles_.data(), in, out, total_elements_, bad_.data(), partial_.data(),
-          lambda_scores_.data()});
+      for_each_tile(detail::fused_importance_fn<M, T, decltype(contiguous)::value, decltype(with_score)::value, Pass,
+                                                state_value_type>{metric_, tensors_.data(), tiles_.data(), in, out,
+                                                                  total_elements_, counts, partial_.data(),
+                                                                  lambda_scores_.data()});
     };
     using yes = std::true_type;
     using no = std::false_type;
@@ -983,8 +1097,9 @@ private:
 
   // The score sums from the state held, without updating it (the forced mask).
   void score_held_importance() {
-    for_each_tile(detail::plan_scores_fn<M, T>{metric_, tensors_.data(), tiles_.data(), state_.data(), nullptr,
-                                               total_elements_, nullptr, partial_.data(), lambda_scores_.data()});
+    for_each_tile(detail::plan_scores_fn<M, T, state_value_type>{metric_, tensors_.data(), tiles_.data(), state_.data(),
+                                                                 nullptr, total_elements_, nullptr, partial_.data(),
+                                                                 lambda_scores_.data()});
   }
 
   // One pass over every tile: in block form where the backend launches blocks of lanes (the CUDA backend), else in
@@ -1043,8 +1158,8 @@ private:
   }
 
   void release_importance() {
-    state_ = buffer_t<B, float>{};
-    next_state_ = buffer_t<B, float>{};
+    state_ = state_buffer{};
+    next_state_ = state_buffer{};
     state_live_ = false;
   }
 
@@ -1070,9 +1185,10 @@ private:
   buffer_t<B, double> partial_{};
   buffer_t<B, float> lambda_scores_{}, scores_{};
   buffer_t<B, std::uint8_t> keep_{};
-  buffer_t<B, std::uint32_t> bad_{};
-  buffer_t<B, float> state_{}, next_state_{};
+  buffer_t<B, std::uint32_t> bad_{}, suspect_{};
+  state_buffer state_{}, next_state_{};
   bool state_live_ = false;
+  bool trial_pending_ = false;  // in place: the next update tries the step whole first (set by restore_state)
 
   std::vector<float> scores_host_;
   std::vector<std::uint8_t> keep_host_;

@@ -29,4 +29,17 @@ concept ImportanceMetric =
       { M::name } -> std::convertible_to<const char*>;
     };
 
+/// An importance metric whose update the in-place state policies can clear by looking at θ and ∇θ alone (a
+/// read-only pass over the inputs; for other metrics they try the whole update without storing it first):
+///  1. an ImportanceMetric;
+///  2. `m.input_size(theta, grad)` (const, noexcept, host and device) returns a float that is not ≤ M::safe_bound —
+///     NaN, infinite or larger — whenever θ (or, if M::needs_gradient, ∇θ) is NaN or infinite;
+///  3. `M::safe_bound` (a float): from state values of magnitude ≤ safe_bound and inputs whose input_size is
+///     ≤ safe_bound, `update` gives finite state values and `score` a finite score.
+template <class M>
+concept BoundedImportanceMetric = ImportanceMetric<M> && requires(const M& m, float v) {
+  { m.input_size(v, v) } noexcept -> std::same_as<float>;
+  { M::safe_bound } -> std::convertible_to<float>;
+};
+
 }  // namespace adalora

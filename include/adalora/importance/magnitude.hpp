@@ -18,8 +18,12 @@ struct magnitude {
     state[0] = detail::abs_f(theta);
   }
   ADALORA_HOST_DEVICE float score(const float (&state)[state_count]) const noexcept { return state[0]; }
+
+  /// |θ| (the gradient is not read): the state and the score are this value itself.
+  ADALORA_HOST_DEVICE float input_size(float theta, float /*grad*/) const noexcept { return detail::abs_f(theta); }
+  static constexpr float safe_bound = 0x1p62f;
 };
 
-static_assert(ImportanceMetric<magnitude>);
+static_assert(BoundedImportanceMetric<magnitude>);
 
 }  // namespace adalora

@@ -44,8 +44,17 @@ struct sensitivity_uncertainty {
   ADALORA_HOST_DEVICE float score(const float (&state)[state_count]) const noexcept {
     return detail::mul_rn(state[0], state[1]);
   }
+
+  /// The sensitivity |θ·∇θ| (NaN or infinite when θ or ∇θ is): what the in-place check bounds.
+  ADALORA_HOST_DEVICE float input_size(float theta, float grad) const noexcept {
+    return detail::abs_f(detail::mul_rn(theta, grad));
+  }
+  /// 2^62: with Ī, Ū ≤ 2^62 and I ≤ 2^62, Ī' ≤ fl(β1·2^62) + fl((1 − β1)·2^62) < 2^63 (β1 and 1 − β1 are each
+  /// rounded to float, so their sum is at most 1 + 2^-23), |I − Ī'| < 2^63, Ū' < 2^64, and the score Ī'·Ū' < 2^127,
+  /// below float's largest value (about 2^128).
+  static constexpr float safe_bound = 0x1p62f;
 };
 
-static_assert(ImportanceMetric<sensitivity_uncertainty>);
+static_assert(BoundedImportanceMetric<sensitivity_uncertainty>);
 
 }  // namespace adalora

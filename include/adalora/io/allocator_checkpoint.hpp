@@ -20,8 +20,9 @@ namespace adalora::io {
 
 inline constexpr const char* allocator_checkpoint_format = "adalora-checkpoint/allocator/1";
 
-/// The checkpoint file's bytes: metadata (config, adapters, progress) and the float arrays, all F32 so that the
-/// importance state comes back bit for bit.
+/// The checkpoint file's bytes: metadata (config, adapters, progress, and the state policy that stored the importance
+/// with its value type) and the float arrays, all F32 so that the importance state comes back bit for bit (bfloat16
+/// state values are widened exactly).
 inline std::vector<std::byte> allocator_checkpoint_bytes(const allocator_state& s) {
   using nlohmann::json;
   safetensors_writer w;
@@ -48,7 +49,9 @@ inline std::vector<std::byte> allocator_checkpoint_bytes(const allocator_state& 
                 {"budget", s.budget},
                 {"threshold", s.threshold ? json(static_cast<double>(*s.threshold)) : json(nullptr)},
                 {"frozen", s.frozen},
-                {"importance_live", s.importance_live}};
+                {"importance_live", s.importance_live},
+                {"state_policy", s.state_policy},
+                {"state_type", s.state_type}};
   w.add_metadata("progress", progress.dump());
   if (s.distributed) {
     const auto& d = *s.distributed;
@@ -126,6 +129,13 @@ inline allocator_state read_allocator_checkpoint(const safetensors_file& f) {
     s.threshold = static_cast<float>(json_number(t, named("progress", "threshold")));
   s.frozen = json_bool(field(p, "frozen", "progress"), named("progress", "frozen"));
   s.importance_live = json_bool(field(p, "importance_live", "progress"), named("progress", "importance_live"));
+  // absent in checkpoints written before state policies existed: those held float32 state
+  if (p.is_object() && p.contains("state_policy"))
+    s.state_policy = json_string(p.at("state_policy"), named("progress", "state_policy"));
+  if (p.is_object() && p.contains("state_type"))
+    s.state_type = json_string(p.at("state_type"), named("progress", "state_type"));
+  if (s.state_type != "float32" && s.state_type != "bfloat16")
+    throw format_error(where + "progress.state_type is '" + s.state_type + "'; expected float32 or bfloat16");
   if (md.find("distributed") != md.end()) {
     // a rank of a distributed allocator: who saved it, its parts, and the adapters of `keep` and `scores`
     const json d = meta("distributed");

@@ -81,8 +81,10 @@ inline std::vector<std::size_t> shape_of(const io::safetensors_file& f, const st
 
 }  // namespace detail
 
-/// Replays `file` on backend `backend` and compares each step with the trace. Malformed traces throw format_error.
-template <Backend B>
+/// Replays `file` on backend `backend`, with the importance state kept as state policy P says (a float32 policy:
+/// the traces hold PEFT's exact results), and compares each step with the trace. Malformed traces throw
+/// format_error.
+template <Backend B, StatePolicy P = in_place_state>
 trace_result replay_alloc_trace(const io::safetensors_file& file, B backend = B{},
                                 const alloc_trace_tolerance& tol = {}) {
   using namespace detail;
@@ -123,7 +125,7 @@ trace_result replay_alloc_trace(const io::safetensors_file& file, B backend = B{
     buf pA, pE, pB, gA, gE, gB;
   };
   std::vector<mirror> dev;
-  rank_allocator<B> alloc(cfg, backend);
+  rank_allocator<B, sensitivity_uncertainty, cubic_schedule, float, self_communicator, P> alloc(cfg, backend);
   using S = typename B::memory_space;
   for (const auto& h : hosts) {
     dev.push_back(mirror{backend.template allocate<float>(h.A.size()), backend.template allocate<float>(h.r),
