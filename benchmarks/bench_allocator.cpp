@@ -125,7 +125,8 @@ void bm_step(benchmark::State& st, std::string set_name, bool mask) {
   auto& s = adapter_set::get(set_name);
   std::int64_t t = 0;
   const auto cfg = bench_config(mask, t);
-  using allocator = adalora::rank_allocator<B, adalora::sensitivity_uncertainty, adalora::cubic_schedule, float, self_communicator, P>;
+  using allocator = adalora::rank_allocator<B, adalora::sensitivity_uncertainty, adalora::cubic_schedule, float,
+                                            adalora::self_communicator, P>;
   allocator alloc(cfg);
   for (std::size_t k = 0; k < s.adapters(); ++k) alloc.add_adapter(s.shapes[k].name, s.views(k));
   alloc.step(t++);  // the first step allocates the importance state; not timed

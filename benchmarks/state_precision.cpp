@@ -53,7 +53,7 @@ struct effect {
 
 template <adalora::StatePolicy P>
 using allocator = adalora::rank_allocator<eigen_backend, adalora::sensitivity_uncertainty, adalora::cubic_schedule,
-                                          float, P>;
+                                          float, adalora::self_communicator, P>;
 
 effect compare(const adalora::io::safetensors_file& file) {
   using namespace adalora::validate::detail;
