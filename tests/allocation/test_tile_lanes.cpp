@@ -283,10 +283,10 @@ TEST_CASE("the block form of the fused pass leaves what the tile form leaves, bi
     over[pc.plan.tiles.size() - 1] = 1;
     pc.poke(0, "gA", 4097, std::numeric_limits<float>::quiet_NaN());
     pc.poke(1, "A", 7, -std::numeric_limits<float>::infinity());
-    pc.poke(2, "B", 100, 0x1p40f);  // finite, but |θ·g| beyond 2^62 with this gradient
+    pc.poke(2, "B", 100, 0x1p40f);  // finite, but |θ·g| = 2^70, beyond the safe bound (2^48)
     pc.poke(2, "gB", 100, 0x1p30f);
-    pc.poke(3, "B", 8, 0x1p31f);  // finite and |θ·g| = 2^62 · |g| / 2^31: within the bound for |g| ≤ 2^31
-    pc.poke(3, "gB", 8, 0x1p31f);
+    pc.poke(3, "B", 8, 0x1p24f);  // finite and |θ·g| = 2^48: on the bound, within it
+    pc.poke(3, "gB", 8, 0x1p24f);
     for (bool block : {true, false}) {
       const auto [got, host] = pc.check<true>(block, over);
       CHECK(same_bits(got, host));

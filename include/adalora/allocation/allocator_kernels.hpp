@@ -218,6 +218,10 @@ enum class state_pass {
                     ///< and bad are not touched
 };
 
+/// Whether x is finite, from its bits (no comparison that a compiler might turn into a branch: the host's update
+/// loops stay vectorized).
+ADALORA_HOST_DEVICE inline bool finite_bits(float x) noexcept { return (float_to_bits(x) & 0x7f800000u) != 0x7f800000u; }
+
 /// The metric's safe bound where it has one (BoundedImportanceMetric), else +inf (only non-finite values exceed it).
 template <class Metric>
 ADALORA_HOST_DEVICE constexpr float safe_bound_of() noexcept {
@@ -424,8 +428,8 @@ struct fused_importance_fn {
         // finite inputs whose importance overflows (|θ·g| or Ī·Ū beyond float's range) are refused like non-finite
         // ones: such a state is never kept, even on a step that does not score
         counted_out = finite;
-        for (std::size_t k = 0; k < Metric::state_count; ++k) counted_out = counted_out & is_finite_f(s[k]);
-        counted_out = counted_out & is_finite_f(m.score(s));
+        for (std::size_t k = 0; k < Metric::state_count; ++k) counted_out = counted_out & finite_bits(s[k]);
+        counted_out = counted_out & finite_bits(m.score(s));
       }
     }
     if constexpr (Score) score = m.score(s);
@@ -443,7 +447,7 @@ struct fused_importance_fn {
       float g = 0.0f;
       if constexpr (Metric::needs_gradient) g = static_cast<float>(at.at(x.grad, x.grad_row_stride, x.grad_col_stride));
       m.update(theta, g, s);
-      return is_finite_f(theta) && is_finite_f(g);
+      return finite_bits(theta) & finite_bits(g);
     } else {
       (void)m, (void)x;
       return true;

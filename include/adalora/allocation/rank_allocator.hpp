@@ -863,7 +863,8 @@ private:
 
   // After the update pass counted elements with a non-finite input, new state or score: names the first tensor with
   // a non-finite input, else the first whose importance overflowed.
-  [[noreturn]] void throw_non_finite(const std::string& at, std::size_t bad_tiles) const {
+  [[noreturn]] void throw_non_finite(const std::string& at, const buffer_t<B, std::uint32_t>& counts,
+                                     std::size_t bad_tiles) const {
     for (const auto& e : adapters_) {
       const auto& v = e.views;
       check_finite(at, e.name, v.lora_A, "lora_A");
@@ -876,7 +877,7 @@ private:
       }
     }
     std::vector<std::uint32_t> bad(plan_.tiles.size());
-    backend_.copy_to_host(bad_.data(), bad.size(), bad.data());
+    backend_.copy_to_host(counts.data(), bad.size(), bad.data());
     const auto first = static_cast<std::size_t>(std::find_if(bad.begin(), bad.end(), [](auto n) { return n != 0; }) -
                                                  bad.begin());
     const std::string culprit =
@@ -972,6 +973,9 @@ private:
       keep_ = std::move(keep);
       bad_ = std::move(bad);
       suspect_ = std::move(suspect);
+      short_lines_ = std::all_of(plan_.scores.begin(), plan_.scores.end(), [](const detail::plan_score& d) {
+        return d.in <= bounded_line_elements && d.out <= bounded_line_elements;
+      });
       prepared_ = true;
       tensors_dirty_ = true;
       upload_keep();
@@ -1020,16 +1024,16 @@ private:
 
   // In place: a read-only check of θ and g (for a BoundedImportanceMetric, while the state is known to be within the
   // metric's safe bound: bad_ holds what the last in-place pass took beyond it), else an exact trial of the update
-  // that stores nothing. On mask steps the score sums are needed before the commit (the triplet scores' finiteness,
-  // a partitioned exchange, the replica check): the trial runs with scores instead of the check, leaving the same sums
-  // the update pass would.
+  // that stores nothing.
   void check_in_place(std::int64_t t, pending_step& p) {
     const stored_type* state = state_live_ ? state_.data() : p.fresh_state.data();
-    // On mask steps the triplet scores must be known (and found finite, score_triplets) before the state is
-    // overwritten: finite element scores can still sum past float's range. So a mask step runs the trial with
-    // scores (it leaves the sums the update pass would) instead of the check.
-    const bool scores_first = p.mask;
-    bool trial = scores_first || (trial_pending_ && state_live_);
+    // A mask step's triplet scores must be found finite before the state is overwritten: finite element scores can
+    // still sum past float's range. A cleared check bounds every element score by bounded_score_limit, so lines of
+    // ≤ 2^26 elements sum within range and the commit's pass may leave the sums. Where the sums are needed before
+    // the commit (a partitioned exchange, the replica check) or the lines are longer, and wherever the check does
+    // not clear the step, a mask step runs the trial with scores (it leaves the sums the update pass would).
+    bool trial = (trial_pending_ && state_live_) ||
+                 (p.mask && (!BoundedImportanceMetric<M> || !short_lines_ || partitioned() || check_replicas()));
     if constexpr (BoundedImportanceMetric<M>) {
       if (!trial) {
         if (contiguous_)
@@ -1044,10 +1048,10 @@ private:
       trial = true;
     }
     if (trial) {
-      run_fused<detail::state_pass::trial>(state, nullptr, suspect_.data(), scores_first);
+      run_fused<detail::state_pass::trial>(state, nullptr, suspect_.data(), p.mask);
       throw_if_counted(t, suspect_);
     }
-    p.scored = scores_first;
+    p.scored = trial && p.mask;
   }
 
   // The new state becomes current: double-buffered, the spare becomes current and the old one the spare; in place,
@@ -1076,7 +1080,7 @@ private:
   // After a pass that counted per tile into `counts`: throws non_finite_error naming the culprit if any tile counted.
   void throw_if_counted(std::int64_t t, const buffer_t<B, std::uint32_t>& counts) {
     const std::size_t bad_tiles = backend_.count_if(plan_.tiles.size(), detail::nonzero_fn{counts.data()});
-    if (bad_tiles) throw_non_finite("step(" + std::to_string(t) + "): ", bad_tiles);
+    if (bad_tiles) throw_non_finite("step(" + std::to_string(t) + "): ", counts, bad_tiles);
   }
 
   template <detail::state_pass Pass>
@@ -1178,6 +1182,7 @@ private:
   bool prepared_ = false;
   bool tensors_dirty_ = true;
   bool contiguous_ = true;
+  bool short_lines_ = true;  // no line of Q or P longer than bounded_line_elements (check_in_place)
   detail::step_plan<T> plan_;
   buffer_t<B, detail::plan_tensor<T>> tensors_{};
   buffer_t<B, detail::plan_tile> tiles_{};

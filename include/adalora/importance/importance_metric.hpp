@@ -35,7 +35,15 @@ concept ImportanceMetric =
 ///  2. `m.input_size(theta, grad)` (const, noexcept, host and device) returns a float that is not ≤ M::safe_bound —
 ///     NaN, infinite or larger — whenever θ (or, if M::needs_gradient, ∇θ) is NaN or infinite;
 ///  3. `M::safe_bound` (a float): from state values of magnitude ≤ safe_bound and inputs whose input_size is
-///     ≤ safe_bound, `update` gives finite state values and `score` a finite score.
+///     ≤ safe_bound, `update` gives finite state values and `score` a score of magnitude ≤ bounded_score_limit.
+///     (That limit leaves room for the triplet sums: a line of up to 2^26 element scores sums, and three means add,
+///     without leaving float's range, so a cleared mask step cannot produce a non-finite triplet score either.)
+inline constexpr float bounded_score_limit = 0x1p100f;
+/// The longest line (a row of Q, a column of P) whose element scores, each within bounded_score_limit, sum in float's
+/// range: 2^26 · 2^100 = 2^126, and a triplet score adds three terms of at most that.
+inline constexpr std::size_t bounded_line_elements = std::size_t{1} << 26;
+static_assert(3.0 * static_cast<double>(bounded_line_elements) * static_cast<double>(bounded_score_limit) < 0x1p128);
+
 template <class M>
 concept BoundedImportanceMetric = ImportanceMetric<M> && requires(const M& m, float v) {
   { m.input_size(v, v) } noexcept -> std::same_as<float>;

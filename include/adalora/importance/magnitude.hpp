@@ -21,9 +21,11 @@ struct magnitude {
 
   /// |θ| (the gradient is not read): the state and the score are this value itself.
   ADALORA_HOST_DEVICE float input_size(float theta, float /*grad*/) const noexcept { return detail::abs_f(theta); }
+  /// 2^62: the score is the state, |θ| ≤ 2^62, within bounded_score_limit.
   static constexpr float safe_bound = 0x1p62f;
 };
 
 static_assert(BoundedImportanceMetric<magnitude>);
+static_assert(magnitude::safe_bound <= bounded_score_limit);
 
 }  // namespace adalora

@@ -49,12 +49,14 @@ struct sensitivity_uncertainty {
   ADALORA_HOST_DEVICE float input_size(float theta, float grad) const noexcept {
     return detail::abs_f(detail::mul_rn(theta, grad));
   }
-  /// 2^62: with Ī, Ū ≤ 2^62 and I ≤ 2^62, Ī' ≤ fl(β1·2^62) + fl((1 − β1)·2^62) < 2^63 (β1 and 1 − β1 are each
-  /// rounded to float, so their sum is at most 1 + 2^-23), |I − Ī'| < 2^63, Ū' < 2^64, and the score Ī'·Ū' < 2^127,
-  /// below float's largest value (about 2^128).
-  static constexpr float safe_bound = 0x1p62f;
+  /// 2^48: with Ī, Ū ≤ 2^48 and I ≤ 2^48, Ī' ≤ fl(β1·2^48) + fl((1 − β1)·2^48) < 2^49 (β1 and 1 − β1 are each
+  /// rounded to float, so their sum is at most 1 + 2^-23), |I − Ī'| < 2^49, Ū' < 2^50, and the score Ī'·Ū' < 2^99,
+  /// within bounded_score_limit (2^100). A sensitivity |θ·∇θ| of 2^48 (about 2.8e14) is far beyond training's.
+  static constexpr float safe_bound = 0x1p48f;
 };
 
 static_assert(BoundedImportanceMetric<sensitivity_uncertainty>);
+// Ī' < 2 · safe_bound, Ū' < 4 · safe_bound: the score stays within the limit the allocator's sums rely on
+static_assert(8.0f * sensitivity_uncertainty::safe_bound * sensitivity_uncertainty::safe_bound <= bounded_score_limit);
 
 }  // namespace adalora
