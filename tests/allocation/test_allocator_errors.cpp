@@ -295,7 +295,8 @@ TEMPLATE_LIST_TEST_CASE("finite scores whose triplet sum overflows refuse the ma
   // double and rounded to float32 as PEFT does, is not, and so neither is the triplet score of singular value 1
   // (PEFT would take an infinite threshold and prune at random)
   // (in place, the check cannot clear such inputs and the mask step's trial with scores refuses it)
-  auto each_policy = []<StatePolicy P>() {
+  auto each_policy = [&]<StatePolicy P>() {  // (a capture-default: no conversion to a function pointer for nvcc)
+    INFO("state policy " << P::name);
     check_failure_changes_nothing<TestType, P>(
         5,
         [](auto&, auto& fx) {
