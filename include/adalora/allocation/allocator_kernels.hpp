@@ -447,7 +447,8 @@ struct fused_importance_fn {
       float g = 0.0f;
       if constexpr (Metric::needs_gradient) g = static_cast<float>(at.at(x.grad, x.grad_row_stride, x.grad_col_stride));
       m.update(theta, g, s);
-      return finite_bits(theta) & finite_bits(g);
+      const bool theta_finite = finite_bits(theta);  // (both tested, no short circuit: the loop stays branch-free)
+      return theta_finite & finite_bits(g);
     } else {
       (void)m, (void)x;
       return true;
