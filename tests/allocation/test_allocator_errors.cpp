@@ -12,19 +12,16 @@
 
 using namespace adalora;
 using adalora::testing::adapter_fixture;
+using adalora::testing::error_allocator_config;
 using adalora::testing::backends_under_test;
 
 namespace {
-adalora_config error_config() {
-  return adalora::testing::error_allocator_config();
-}
-
 /// Runs a healthy allocator and a twin that also meets a failing call at `fail_at`; after the failure both must
 /// stay identical (λ, budgets, patterns), proving the failed call changed nothing.
 template <class B, StatePolicy P = in_place_state, class Break, class Mend>
 void check_failure_changes_nothing(std::int64_t fail_at, Break break_inputs, Mend mend_inputs,
                                    const char* message_fragment) {
-  const adalora_config cfg = error_config();
+  const adalora_config cfg = error_allocator_config();
   adapter_fixture<B> a(B{}, {{4, 5, 3}, {4, 2, 6}}, 77), b(B{}, {{4, 5, 3}, {4, 2, 6}}, 77);
   using allocator = rank_allocator<B, sensitivity_uncertainty, cubic_schedule, float, self_communicator, P>;
   allocator healthy(cfg), twin(cfg);
@@ -112,7 +109,7 @@ TEMPLATE_LIST_TEST_CASE("in place and double-buffered agree on inputs beyond the
   // the check sends those steps to the trial, whose scores must then be the ones the commit keeps; 2^47 (step 4) is
   // just within it. Whatever the library decides about such inputs, both policies must decide
   // the same and hold the same bits afterwards.
-  const adalora_config cfg = error_config();
+  const adalora_config cfg = error_allocator_config();
   adapter_fixture<TestType> a(TestType{}, {{4, 5, 3}, {4, 2, 6}}, 5), b(TestType{}, {{4, 5, 3}, {4, 2, 6}}, 5);
   rank_allocator<TestType, sensitivity_uncertainty, cubic_schedule, float, self_communicator, double_buffered_state> twin(cfg);
   rank_allocator<TestType> in_place(cfg);
@@ -173,7 +170,7 @@ TEMPLATE_LIST_TEST_CASE("in place and double-buffered agree on inputs beyond the
 
 TEMPLATE_LIST_TEST_CASE("steps must increase", "[allocator][errors]", backends_under_test) {
   adapter_fixture<TestType> fx(TestType{}, {{4, 5, 3}, {4, 2, 6}}, 1);
-  rank_allocator<TestType> alloc(error_config());
+  rank_allocator<TestType> alloc(error_allocator_config());
   alloc.add_adapter(fx.name(0), fx.views(0));
   alloc.add_adapter(fx.name(1), fx.views(1));
   fx.perturb();
@@ -189,7 +186,7 @@ TEMPLATE_LIST_TEST_CASE("steps must increase", "[allocator][errors]", backends_u
 
 TEMPLATE_LIST_TEST_CASE("registration errors", "[allocator][errors]", backends_under_test) {
   adapter_fixture<TestType> fx(TestType{}, {{4, 5, 3}, {4, 2, 6}}, 1);
-  rank_allocator<TestType> alloc(error_config());
+  rank_allocator<TestType> alloc(error_allocator_config());
   REQUIRE_THROWS_WITH(alloc.step(0), Catch::Contains("no adapters are registered"));
 
   auto bad_rank = fx.views(0);
@@ -227,13 +224,13 @@ TEMPLATE_LIST_TEST_CASE("registration errors", "[allocator][errors]", backends_u
 
 TEMPLATE_LIST_TEST_CASE("config errors surface at construction or at the first step", "[allocator][errors]",
                         backends_under_test) {
-  adalora_config bad = error_config();
+  adalora_config bad = error_allocator_config();
   bad.tinit = 10;  // = total_step - tfinal
   REQUIRE_THROWS_AS(rank_allocator<TestType>(bad), config_error);
   REQUIRE_THROWS_WITH(rank_allocator<TestType>(bad), Catch::Contains("tinit = 10 is not below total_step - tfinal"));
 
   // target_r × adapters above the registered ranks (adapters smaller than init_r)
-  adalora_config c = error_config();
+  adalora_config c = error_allocator_config();
   c.target_r = 3;
   adapter_fixture<TestType> fx(TestType{}, {{2, 5, 3}}, 1);
   rank_allocator<TestType> alloc(c);
@@ -245,7 +242,7 @@ TEMPLATE_LIST_TEST_CASE("config errors surface at construction or at the first s
 TEMPLATE_LIST_TEST_CASE("the forced mask needs importance from earlier steps", "[allocator][errors]",
                         backends_under_test) {
   adapter_fixture<TestType> fx(TestType{}, {{4, 5, 3}}, 1);
-  rank_allocator<TestType> alloc(error_config());
+  rank_allocator<TestType> alloc(error_allocator_config());
   alloc.add_adapter("a", fx.views(0));
   REQUIRE_THROWS_WITH(alloc.step(10), Catch::Contains("needs importance from earlier steps"));
   REQUIRE_FALSE(alloc.last_step().has_value());
@@ -254,8 +251,8 @@ TEMPLATE_LIST_TEST_CASE("the forced mask needs importance from earlier steps", "
 TEMPLATE_LIST_TEST_CASE("a schedule that leaves the budget range is refused", "[allocator][errors]",
                         backends_under_test) {
   adapter_fixture<TestType> fx(TestType{}, {{4, 5, 3}}, 1);
-  rank_allocator<TestType, sensitivity_uncertainty, overshoot> alloc(error_config(),
-                                                                     sensitivity_uncertainty(error_config()));
+  rank_allocator<TestType, sensitivity_uncertainty, overshoot> alloc(error_allocator_config(),
+                                                                     sensitivity_uncertainty(error_allocator_config()));
   alloc.add_adapter("a", fx.views(0));
   fx.perturb();
   fx.upload();

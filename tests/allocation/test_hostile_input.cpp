@@ -18,13 +18,10 @@
 
 using namespace adalora;
 using adalora::testing::adapter_fixture;
+using adalora::testing::error_allocator_config;
 using adalora::testing::backends_under_test;
 
 namespace {
-adalora_config hostile_config() {
-  return adalora::testing::error_allocator_config();
-}
-
 /// Host views of one adapter with the given extents over a single float: registration must refuse them before any
 /// element is read, so the memory they claim need not exist.
 svd_adapter_views<float> claimed_views(float* p, std::size_t r, std::size_t in, std::size_t out) {
@@ -54,7 +51,7 @@ TEMPLATE_LIST_TEST_CASE("views whose sizes overflow are refused at registration"
   if constexpr (std::is_same_v<S, host_space>) {
     constexpr std::size_t size_max = std::numeric_limits<std::size_t>::max();
     float x = 0.0f;
-    rank_allocator<TestType> alloc(hostile_config());
+    rank_allocator<TestType> alloc(error_allocator_config());
     // issue 17: out = SIZE_MAX was accepted, and the first step overflowed the state buffer
     REQUIRE_THROWS_AS(alloc.add_adapter("m", claimed_views(&x, 4, 2, size_max)), shape_error);
     REQUIRE_THROWS_WITH(alloc.add_adapter("m", claimed_views(&x, 4, 2, size_max)),
@@ -86,7 +83,7 @@ TEMPLATE_LIST_TEST_CASE("views whose sizes overflow are refused at registration"
 
 TEMPLATE_LIST_TEST_CASE("target_r × adapters that overflows int64 is a config error", "[allocator][hostile][sizes]",
                         backends_under_test) {
-  adalora_config c = hostile_config();
+  adalora_config c = error_allocator_config();
   c.init_r = c.target_r = std::numeric_limits<std::int64_t>::max();
   adapter_fixture<TestType> fx(TestType{}, {{4, 5, 3}, {4, 2, 6}}, 3);
   rank_allocator<TestType> alloc(c);
@@ -104,7 +101,7 @@ TEMPLATE_LIST_TEST_CASE("target_r × adapters that overflows int64 is a config e
 
 TEMPLATE_LIST_TEST_CASE("a state no allocator saves is refused by restore_state, changing nothing",
                         "[allocator][hostile][checkpoint]", backends_under_test) {
-  const adalora_config cfg = hostile_config();
+  const adalora_config cfg = error_allocator_config();
   // a runs throughout; b's fixture gets the same values, and b restores a's state after step 3
   adapter_fixture<TestType> fa(TestType{}, {{4, 5, 3}, {4, 2, 6}}, 5), fb(TestType{}, {{4, 5, 3}, {4, 2, 6}}, 5);
   rank_allocator<TestType> a(cfg), b(cfg), twin(cfg);
@@ -196,7 +193,7 @@ TEST_CASE("registering 100,000 adapters takes O(n log n)", "[allocator][hostile]
   // experts with 100,000 adapted modules is real. This is a guard against quadratic work, not a speed figure: it
   // allows 20 s for what takes well under a second (and several minutes when quadratic) even under the sanitizers.
   constexpr std::size_t n = 100'000;
-  adalora_config c = hostile_config();
+  adalora_config c = error_allocator_config();
   c.init_r = 1;
   c.target_r = 1;
   std::vector<float> params(3 * n, 0.5f), grads(3 * n, 0.25f);
@@ -224,7 +221,7 @@ TEST_CASE("registering 100,000 adapters takes O(n log n)", "[allocator][hostile]
 TEMPLATE_LIST_TEST_CASE("a call that overlaps a step on another thread is a usage error", "[allocator][threads]",
                         backends_under_test) {
   std::atomic<int> hold{0};
-  const adalora_config cfg = hostile_config();
+  const adalora_config cfg = error_allocator_config();
   adapter_fixture<TestType> fx(TestType{}, {{4, 5, 3}, {4, 2, 6}}, 9);
   rank_allocator<TestType, sensitivity_uncertainty, held_schedule> alloc(cfg, sensitivity_uncertainty(cfg),
                                                                          held_schedule{&hold});

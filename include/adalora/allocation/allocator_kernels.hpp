@@ -218,10 +218,6 @@ enum class state_pass {
                     ///< and bad are not touched
 };
 
-/// Whether x is finite, from its bits (no comparison that a compiler might turn into a branch: the host's update
-/// loops stay vectorized).
-ADALORA_HOST_DEVICE inline bool finite_bits(float x) noexcept { return (float_to_bits(x) & 0x7f800000u) != 0x7f800000u; }
-
 /// The metric's safe bound where it has one (BoundedImportanceMetric), else +inf (only non-finite values exceed it).
 template <class Metric>
 ADALORA_HOST_DEVICE constexpr float safe_bound_of() noexcept {
@@ -278,7 +274,6 @@ template <class Metric, class T, bool Contiguous, bool Score, state_pass Pass = 
 struct fused_importance_fn {
   using Stored = state_storage_t<Value>;
   static constexpr bool Update = Pass != state_pass::score_held;
-  static constexpr bool Count = Update;
   static_assert(Score || Update, "a pass that neither updates nor scores does nothing");
 
   Metric metric;
@@ -301,7 +296,7 @@ struct fused_importance_fn {
       with_tile_sink(tile, x.cols, partial, lambda_scores, [&](auto& sink) { counted = run(tile, x, sink); });
     else
       counted = run(tile, x, no_score_sink{});
-    if constexpr (Count) bad[t] = counted;
+    if constexpr (Update) bad[t] = counted;
   }
 
   // The tile's elements in blocks whose scores go to the sink; returns how many elements element() counted.
@@ -384,7 +379,7 @@ struct fused_importance_fn {
 
   ADALORA_HOST_DEVICE void finish_lane(std::size_t t, std::size_t lane, const double* sums,
                                        std::uint32_t counted) const noexcept {
-    if constexpr (Count)
+    if constexpr (Update)
       if (lane == 0) bad[t] = counted;
     if constexpr (Score) {
       const tile_lanes l = lanes(t);
@@ -428,8 +423,8 @@ struct fused_importance_fn {
         // finite inputs whose importance overflows (|θ·g| or Ī·Ū beyond float's range) are refused like non-finite
         // ones: such a state is never kept, even on a step that does not score
         counted_out = finite;
-        for (std::size_t k = 0; k < Metric::state_count; ++k) counted_out = counted_out & finite_bits(s[k]);
-        counted_out = counted_out & finite_bits(m.score(s));
+        for (std::size_t k = 0; k < Metric::state_count; ++k) counted_out = counted_out & is_finite_f(s[k]);
+        counted_out = counted_out & is_finite_f(m.score(s));
       }
     }
     if constexpr (Score) score = m.score(s);
@@ -447,8 +442,8 @@ struct fused_importance_fn {
       float g = 0.0f;
       if constexpr (Metric::needs_gradient) g = static_cast<float>(at.at(x.grad, x.grad_row_stride, x.grad_col_stride));
       m.update(theta, g, s);
-      const bool theta_finite = finite_bits(theta);  // (both tested, no short circuit: the loop stays branch-free)
-      return theta_finite & finite_bits(g);
+      const bool theta_finite = is_finite_f(theta);  // (both tested, no short circuit: the loop stays branch-free)
+      return theta_finite & is_finite_f(g);
     } else {
       (void)m, (void)x;
       return true;

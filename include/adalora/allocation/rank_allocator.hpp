@@ -764,16 +764,7 @@ private:
         dist_.exchange->exchange(backend_, dist_.comm, partial_.data(), lambda_scores_.data());
         // every rank holds the same union scores now: a non-finite one is refused on every rank alike
         check_triplets_finite("step(" + std::to_string(p.rep.step) + "): ", dist_.exchange->scores(),
-                              dist_.layout->b0(), [&](std::size_t i) {
-                                const auto& a = dist_.layout->adapters;
-                                const auto owner = std::upper_bound(a.begin(), a.end(), i,
-                                                                    [](std::size_t k, const auto& x) {
-                                                                      return k < x.score_offset;
-                                                                    }) -
-                                                   1;
-                                return "adapter '" + owner->name + "' (singular value " +
-                                       std::to_string(i - owner->score_offset) + ")";
-                              });
+                              dist_.layout->b0(), dist_.layout->adapters);
       }
     if (p.update) commit_importance(p);
     if (p.mask && !p.scored) score_triplets(p.rep.step);  // (every mask step is scored before the commit)
@@ -880,13 +871,11 @@ private:
     backend_.copy_to_host(counts.data(), bad.size(), bad.data());
     const auto first = static_cast<std::size_t>(std::find_if(bad.begin(), bad.end(), [](auto n) { return n != 0; }) -
                                                  bad.begin());
-    const std::string culprit =
-        first < bad.size() ? "adapter '" + adapters_[plan_.tiles[first].tensor / 3].name + "' (" +
-                                 (plan_.tiles[first].tensor % 3 == 0   ? "lora_A"
-                                  : plan_.tiles[first].tensor % 3 == 1 ? "lora_E"
-                                                                       : "lora_B") +
-                                 ")"
-                           : "an adapter";
+    // the plan holds three tensors per adapter, in registration order: lora_A, lora_E, lora_B
+    constexpr const char* parts[] = {"lora_A", "lora_E", "lora_B"};
+    const std::string culprit = first < bad.size() ? "adapter '" + adapters_[plan_.tiles[first].tensor / 3].name +
+                                                         "' (" + parts[plan_.tiles[first].tensor % 3] + ")"
+                                                   : "an adapter";
     throw non_finite_error(at + "the importance of " + culprit + " (" + std::to_string(bad_tiles) +
                            " tiles in all) or its score became NaN or infinite from finite parameters and gradients: "
                            "|θ·g|, its running averages or their product exceed float's range (about 3.4e38), so the "
@@ -895,9 +884,11 @@ private:
   }
 
   // Refuses triplet scores that are not finite, before anything is committed: finite element scores can still sum
-  // to infinity (sensitivity × uncertainty grows as |θ·g|²). `names` gives the adapter and index of score i.
-  template <class Name>
-  void check_triplets_finite(const std::string& at, const float* scores, std::size_t n, Name&& name_of) const {
+  // to infinity (sensitivity × uncertainty grows as |θ·g|²). `owners`: the adapters the n scores belong to, in score
+  // order, each with its name and score_offset (this rank's entries, or partitioned the union's layout), to name the
+  // singular value of the first bad score.
+  template <class Owners>
+  void check_triplets_finite(const std::string& at, const float* scores, std::size_t n, const Owners& owners) const {
     using score_view = vector_view<const float, memory_space>;
     const score_view v = make_vector_view<memory_space>(scores, n);
     const std::size_t bad = backend_.count_if(n, detail::non_finite_fn<score_view>{detail::flat_accessor<score_view>(v)});
@@ -906,8 +897,12 @@ private:
     backend_.copy_to_host(scores, n, host.data());
     const auto i = static_cast<std::size_t>(
         std::find_if(host.begin(), host.end(), [](float x) { return !std::isfinite(x); }) - host.begin());
-    throw non_finite_error(at + std::to_string(bad) + " triplet scores are NaN or infinite, the first of " +
-                           name_of(i) + ": the importance is finite but its scores overflow float (the parameters or "
+    const auto owner = std::upper_bound(owners.begin(), owners.end(), i,
+                                        [](std::size_t k, const auto& o) { return k < o.score_offset; }) -
+                       1;
+    throw non_finite_error(at + std::to_string(bad) + " triplet scores are NaN or infinite, the first of adapter '" +
+                           owner->name + "' (singular value " + std::to_string(i - owner->score_offset) +
+                           "): the importance is finite but its scores overflow float (the parameters or "
                            "gradients are far too large); nothing changed");
   }
 
@@ -1032,8 +1027,7 @@ private:
     // ≤ 2^26 elements sum within range and the commit's pass may leave the sums. Where the sums are needed before
     // the commit (a partitioned exchange, the replica check) or the lines are longer, and wherever the check does
     // not clear the step, a mask step runs the trial with scores (it leaves the sums the update pass would).
-    bool trial = (trial_pending_ && state_live_) ||
-                 (p.mask && (!BoundedImportanceMetric<M> || !short_lines_ || partitioned() || check_replicas()));
+    bool trial = (trial_pending_ && state_live_) || (p.mask && (!short_lines_ || partitioned() || check_replicas()));
     if constexpr (BoundedImportanceMetric<M>) {
       if (!trial) {
         if (contiguous_)
@@ -1121,12 +1115,7 @@ private:
     const auto b0 = static_cast<std::size_t>(initial_budget_);
     backend_.for_each(b0, detail::triplet_from_partials_fn{score_table_.data(), partial_.data(), lambda_scores_.data(),
                                                            scores_.data()});
-    check_triplets_finite("step(" + std::to_string(t) + "): ", scores_.data(), b0, [&](std::size_t i) {
-      const auto owner = std::upper_bound(adapters_.begin(), adapters_.end(), i,
-                                          [](std::size_t k, const adapter_entry& e) { return k < e.score_offset; }) -
-                         1;
-      return "adapter '" + owner->name + "' (singular value " + std::to_string(i - owner->score_offset) + ")";
-    });
+    check_triplets_finite("step(" + std::to_string(t) + "): ", scores_.data(), b0, adapters_);
   }
 
   // From the triplet scores (this rank's, or partitioned the union's): the budget's threshold, Λ masked in place,
