@@ -1,4 +1,5 @@
-// Host+device functors of the allocator step: the fused importance pass over all tiles, triplet scores, masks.
+// Host+device functors of the allocator step: the fused importance pass over all tiles (per state policy), the
+// in-place input check, triplet scores, masks.
 #pragma once
 
 #include <cstddef>

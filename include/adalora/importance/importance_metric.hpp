@@ -1,4 +1,5 @@
-// The ImportanceMetric concept: a per-element, host+device functor that folds (θ, ∇θ) into state and scores it.
+// The ImportanceMetric concept (a per-element, host+device functor that folds (θ, ∇θ) into state and scores it) and
+// BoundedImportanceMetric, whose input bound lets in-place state clear a step with a read-only check.
 #pragma once
 
 #include <concepts>
